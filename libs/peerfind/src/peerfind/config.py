@@ -1,0 +1,243 @@
+"""Peer configuration: one JSON file per peer, environment variables override it.
+
+    PEER_CONFIG=deploy/local/peer1.json peerfind-directory
+    PEERFIND_REST_PORT=8005 PEER_CONFIG=... peerfind-directory   # env wins over the file
+
+Every service of a peer (directory, transfer, indexer) reads the same file, so a
+peer is described once. An invalid file or field raises `ConfigError` with one
+line naming the field; the services turn that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from peerfind.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CHUNK_SIZE",
+    "ENV_PREFIX",
+    "MAX_CHUNK_SIZE",
+    "PeerSettings",
+    "load_settings",
+    "validate_http_url",
+]
+
+CONFIG_ENV = "PEER_CONFIG"
+ENV_PREFIX = "PEERFIND_"
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+MAX_CHUNK_SIZE = 4 * 1024 * 1024
+_PEER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_http_url(value: str) -> str:
+    """Return `value` without a trailing slash if it is an absolute http(s) URL.
+
+    Raises ValueError otherwise. Paths, queries and fragments are refused: a peer
+    is addressed by scheme, host and port only.
+    """
+    value = value.strip()
+    if len(value) > 2048:
+        raise ValueError("URL longer than 2048 characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("URL must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("URL has no host")
+    if parts.username or parts.password:
+        raise ValueError("URL must not carry credentials")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("URL must be scheme://host[:port] with no path, query or fragment")
+    if port == 0:
+        raise ValueError("URL port must be 1-65535")
+    return value.rstrip("/")
+
+
+def _validate_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT with a port in 1-65535")
+    return value
+
+
+class PeerSettings(BaseSettings):
+    """Everything one peer needs to know about itself and its friends."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    peer_id: str = Field(description="Unique name of this peer in the network.")
+    host: str = Field("127.0.0.1", description="Address the REST and gRPC servers bind to.")
+    rest_port: int = Field(8000, ge=1, le=65535, description="REST (directory) port.")
+    grpc_port: int = Field(50051, ge=1, le=65535, description="gRPC (transfer) port.")
+    self_url: str = Field("", description="How other peers reach my REST API.")
+    grpc_advertise: str = Field("", description="How clients reach my gRPC service.")
+    transfer_address: str = Field(
+        "", description="How the directory reaches this peer's transfer service (health)."
+    )
+    shared_dir: Path = Field(description="Folder whose index this peer shares.")
+    state_dir: Path = Field(description="Folder for the index database and peer state.")
+    friend_primary: str = Field("", description="URL of the primary friend (titular).")
+    friend_backup: str = Field("", description="URL of the backup friend (suplente).")
+    peer_ttl_s: float = Field(30.0, gt=0, le=86400, description="Prune peers unseen this long.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, le=3600, description="Peer health checks.")
+    bootstrap_attempts: int = Field(4, ge=1, le=100, description="Tries per friend at start.")
+    bootstrap_retry_s: float = Field(10.0, gt=0, le=3600, description="Background re-bootstrap.")
+    search_timeout_ms: int = Field(2000, ge=50, le=60000, description="Default search deadline.")
+    default_fanout: int = Field(2, ge=0, le=32)
+    max_fanout: int = Field(8, ge=0, le=32, description="Server-side clamp for fanout.")
+    default_ttl: int = Field(3, ge=0, le=16, description="Hops a search travels by default.")
+    max_ttl: int = Field(5, ge=0, le=16, description="Server-side clamp for the hop count.")
+    max_results: int = Field(1000, ge=1, le=100000, description="Hits returned per search.")
+    max_peers: int = Field(256, ge=1, le=100000, description="Bound on the peer table.")
+    request_timeout_s: float = Field(2.0, gt=0, le=60, description="Peer-to-peer HTTP timeout.")
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1024, le=MAX_CHUNK_SIZE)
+    max_upload_bytes: int = Field(8 * 1024**3, ge=0, description="DummyUpload cap per stream.")
+    max_concurrent_streams: int = Field(64, ge=1, le=10000)
+    rescan_interval_s: float = Field(60.0, gt=0, le=86400, description="Safety-net rescan.")
+    index_stale_after_s: float = Field(15.0, gt=0, description="Index heartbeat age = stale.")
+    transfer_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of transfer (0: off)."
+    )
+    indexer_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of indexer (0: off)."
+    )
+    metrics_host: str = Field("", description="Bind address of those ports (default: host).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The JSON file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @field_validator("peer_id")
+    @classmethod
+    def _peer_id(cls, value: str) -> str:
+        if not _PEER_ID.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("self_url", "friend_primary", "friend_backup")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        return validate_http_url(value) if value.strip() else ""
+
+    @field_validator("grpc_advertise", "transfer_address")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        return _validate_host_port(value) if value else ""
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be an address or host name")
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> PeerSettings:
+        reachable = self.host
+        wildcard = _is_wildcard(self.host)
+        if wildcard and not self.self_url:
+            raise ValueError("self_url is required when host binds every interface")
+        if wildcard and not self.grpc_advertise:
+            raise ValueError("grpc_advertise is required when host binds every interface")
+        if ":" in reachable and not reachable.startswith("["):
+            reachable = f"[{reachable}]"
+        if not self.self_url:
+            self.self_url = f"http://{reachable}:{self.rest_port}"
+        if not self.grpc_advertise:
+            self.grpc_advertise = f"{reachable}:{self.grpc_port}"
+        if not self.transfer_address:
+            local = "127.0.0.1" if wildcard else reachable
+            self.transfer_address = f"{local}:{self.grpc_port}"
+        if self.peer_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("peer_ttl_s must be larger than heartbeat_interval_s")
+        self.default_fanout = min(self.default_fanout, self.max_fanout)
+        self.default_ttl = min(self.default_ttl, self.max_ttl)
+        return self
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite index database (written by the indexer, read by the others)."""
+        return self.state_dir / "index.sqlite3"
+
+    @property
+    def peers_path(self) -> Path:
+        """Where the directory remembers known peers across restarts."""
+        return self.state_dir / "peers.json"
+
+    @property
+    def friends(self) -> list[str]:
+        """Friend URLs in order of preference (primary, then backup), no blanks."""
+        return [u for u in (self.friend_primary, self.friend_backup) if u]
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error.get("loc", ())) or "config"
+    msg = str(error.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    return f"{loc}: {msg}"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> PeerSettings:
+    """Load the peer config from `path` (default: $PEER_CONFIG), env overriding.
+
+    Raises ConfigError with a one-line message naming the offending field.
+    """
+    env = os.environ
+    raw_path = path if path is not None else env.get(CONFIG_ENV, "")
+    data: dict[str, Any] = {}
+    where = "environment"
+    if raw_path:
+        file = Path(raw_path)
+        where = str(file)
+        try:
+            loaded = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a JSON object")
+        data = loaded
+    elif not any(k.startswith(ENV_PREFIX) for k in env):
+        raise ConfigError(f"no config: set {CONFIG_ENV}=/path/to/peer.json")
+    try:
+        return PeerSettings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"invalid config ({where}): {_describe(first)}") from None

@@ -1,0 +1,332 @@
+"""The peer's file index: SQLite in WAL mode, one writer (the indexer), many readers.
+
+Schema (version 1):
+
+    files(id, path UNIQUE, name, size, mtime)   path: relative, '/'-separated; name: base name
+    files_fts                                   FTS5 trigram index over files.name (external content)
+    meta(key PRIMARY KEY, value)                scan and heartbeat timestamps, totals
+
+Substring search uses the trigram index for queries of three or more characters
+and a bounded scan for shorter ones (a trigram index cannot answer those).
+Every write is one transaction, so a reader (WAL snapshot isolation) sees either
+the index before a rescan or the one after it, never half of one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from peerfind.errors import IndexUnavailable, InvalidNameError
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "SCHEMA_VERSION",
+    "FileEntry",
+    "IndexReader",
+    "IndexStats",
+    "IndexWriter",
+    "SyncStats",
+    "validate_file_name",
+]
+
+SCHEMA_VERSION = 1
+MAX_NAME_LENGTH = 255
+_BUSY_TIMEOUT_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id    INTEGER PRIMARY KEY,
+    path  TEXT NOT NULL UNIQUE,
+    name  TEXT NOT NULL,
+    size  INTEGER NOT NULL,
+    mtime REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_name ON files(name);
+CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
+    name, content='files', content_rowid='id', tokenize='trigram case_sensitive 0'
+);
+CREATE TRIGGER IF NOT EXISTS files_ai AFTER INSERT ON files BEGIN
+    INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
+END;
+CREATE TRIGGER IF NOT EXISTS files_ad AFTER DELETE ON files BEGIN
+    INSERT INTO files_fts(files_fts, rowid, name) VALUES ('delete', old.id, old.name);
+END;
+CREATE TRIGGER IF NOT EXISTS files_au AFTER UPDATE OF name ON files BEGIN
+    INSERT INTO files_fts(files_fts, rowid, name) VALUES ('delete', old.id, old.name);
+    INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
+END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+"""
+
+_COLUMNS = "f.path, f.name, f.size, f.mtime"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One shared file as the index knows it."""
+
+    path: str
+    name: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """Totals and timestamps (epoch seconds; 0 when never) of an index."""
+
+    available: bool
+    files: int = 0
+    bytes: int = 0
+    last_scan_at: float = 0.0
+    last_change_at: float = 0.0
+    heartbeat_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStats:
+    """What a full rescan changed."""
+
+    added: int
+    updated: int
+    removed: int
+    files: int
+
+
+def validate_file_name(name: str) -> str:
+    """Return `name` if it is a plain file name; raise InvalidNameError otherwise.
+
+    Names are looked up in the index, never joined to a path, but anything that
+    resembles a path is refused outright so that no caller is ever tempted.
+    """
+    if not name:
+        raise InvalidNameError("file name is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"file name longer than {MAX_NAME_LENGTH} characters")
+    if "/" in name or "\\" in name or "\x00" in name:
+        raise InvalidNameError("file name must not contain '/', '\\' or NUL")
+    if name == "." or ".." in name:
+        raise InvalidNameError("file name must not be '.' or contain '..'")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidNameError("file name must not contain control characters")
+    return name
+
+
+def _fts_phrase(query: str) -> str:
+    return '"' + query.replace('"', '""') + '"'
+
+
+def _like_pattern(query: str) -> str:
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _entry(row: tuple[str, str, int, float]) -> FileEntry:
+    return FileEntry(path=row[0], name=row[1], size=int(row[2]), mtime=float(row[3]))
+
+
+class IndexWriter:
+    """The only writer of an index database (the indexer process owns it)."""
+
+    def __init__(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db_path = db_path
+        self._conn = sqlite3.connect(
+            db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            # An index is a cache of the shared folder: rebuild it rather than migrate.
+            self._conn.executescript(
+                "DROP TABLE IF EXISTS files_fts; DROP TABLE IF EXISTS files; "
+                "DROP TABLE IF EXISTS meta;"
+            )
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._refresh_totals()
+            self._conn.execute("COMMIT")
+
+    def _refresh_totals(self) -> None:
+        files, size = self._conn.execute("SELECT count(*), total(size) FROM files").fetchone()
+        now = time.time()
+        self._conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [("files", files), ("bytes", size), ("last_change_at", now)],
+        )
+
+    def _set_meta(self, conn: sqlite3.Connection, key: str, value: float) -> None:
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def replace_all(self, entries: Iterable[FileEntry]) -> SyncStats:
+        """Make the index hold exactly `entries`, in one transaction (a full rescan)."""
+        rows = [(e.path, e.name, e.size, e.mtime) for e in entries]
+        with self._transaction() as conn:
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS scan "
+                "(path TEXT PRIMARY KEY, name TEXT, size INTEGER, mtime REAL) WITHOUT ROWID"
+            )
+            conn.execute("DELETE FROM scan")
+            conn.executemany("INSERT OR REPLACE INTO scan VALUES (?, ?, ?, ?)", rows)
+            removed = conn.execute(
+                "DELETE FROM files WHERE path NOT IN (SELECT path FROM scan)"
+            ).rowcount
+            updated = conn.execute(
+                "UPDATE files SET size = s.size, mtime = s.mtime FROM scan AS s "
+                "WHERE s.path = files.path AND (files.size != s.size OR files.mtime != s.mtime)"
+            ).rowcount
+            added = conn.execute(
+                "INSERT INTO files(path, name, size, mtime) "
+                "SELECT path, name, size, mtime FROM scan "
+                "WHERE path NOT IN (SELECT path FROM files)"
+            ).rowcount
+            conn.execute("DELETE FROM scan")
+            self._set_meta(conn, "last_scan_at", time.time())
+        return SyncStats(added=added, updated=updated, removed=removed, files=len(rows))
+
+    def upsert(self, entries: Iterable[FileEntry]) -> int:
+        """Add or refresh single entries (watcher events). Returns rows written."""
+        rows = [(e.path, e.name, e.size, e.mtime) for e in entries]
+        if not rows:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO files(path, name, size, mtime) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime",
+                rows,
+            )
+        return len(rows)
+
+    def remove(self, paths: Iterable[str]) -> int:
+        """Remove entries by exact path, and everything under a path that was a folder."""
+        removed = 0
+        plist = [p for p in paths if p]
+        if not plist:
+            return 0
+        with self._transaction() as conn:
+            for path in plist:
+                removed += conn.execute("DELETE FROM files WHERE path = ?", (path,)).rowcount
+                prefix = path.rstrip("/") + "/"
+                removed += conn.execute(
+                    "DELETE FROM files WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+                ).rowcount
+        return removed
+
+    def heartbeat(self) -> None:
+        """Record that the indexer is alive (readers report staleness from this)."""
+        with self._lock:
+            self._set_meta(self._conn, "heartbeat_at", time.time())
+
+
+class IndexReader:
+    """Read-only access for the directory and transfer services (thread-safe).
+
+    A missing database (indexer not started yet) reads as an empty index whose
+    stats say `available=False`; the reader opens it as soon as it appears.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection | None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if not self.db_path.exists():
+            return None
+        try:
+            conn = sqlite3.connect(
+                f"file:{self.db_path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S,
+                check_same_thread=False,
+            )
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"cannot open index {self.db_path}: {exc}") from None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            return None  # the indexer is (re)building it
+        self._local.conn = conn
+        return conn
+
+    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[str, str, int, float]]:
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            conn.close()
+            raise IndexUnavailable(f"index read failed: {exc}") from None
+
+    def search(self, query: str, limit: int) -> list[FileEntry]:
+        """Entries whose name contains `query`, case-insensitively (at most `limit`)."""
+        if not query or limit <= 0:
+            return []
+        if len(query) >= 3:
+            sql = (
+                f"SELECT {_COLUMNS} FROM files_fts JOIN files AS f ON f.id = files_fts.rowid "
+                "WHERE files_fts MATCH ? LIMIT ?"
+            )
+            return [_entry(r) for r in self._query(sql, (_fts_phrase(query), limit))]
+        sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name LIKE ? ESCAPE '\\' LIMIT ?"
+        return [_entry(r) for r in self._query(sql, (_like_pattern(query), limit))]
+
+    def list(self, limit: int, after: str = "") -> list[FileEntry]:
+        """Entries in path order, starting after the path `after` (keyset pagination)."""
+        sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.path > ? ORDER BY f.path LIMIT ?"
+        return [_entry(r) for r in self._query(sql, (after, limit))]
+
+    def lookup(self, name: str) -> FileEntry | None:
+        """The entry with base name `name` (the first by path if several share it)."""
+        sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name = ? ORDER BY f.path LIMIT 1"
+        rows = self._query(sql, (name,))
+        return _entry(rows[0]) if rows else None
+
+    def stats(self) -> IndexStats:
+        conn = self._conn()
+        if conn is None:
+            return IndexStats(available=False)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error:
+            self._local.conn = None
+            conn.close()
+            return IndexStats(available=False)
+        return IndexStats(
+            available=True,
+            files=int(meta.get("files", 0)),
+            bytes=int(meta.get("bytes", 0)),
+            last_scan_at=float(meta.get("last_scan_at", 0.0)),
+            last_change_at=float(meta.get("last_change_at", 0.0)),
+            heartbeat_at=float(meta.get("heartbeat_at", 0.0)),
+        )
