@@ -72,9 +72,7 @@ class HealthResponse(_Model):
 
 
 class RegisterRequest(_Model):
-    url: str = Field(
-        min_length=1, max_length=2048, description="REST URL of the peer to register."
-    )
+    url: str = Field(min_length=1, max_length=2048, description="REST URL of the peer to register.")
 
 
 class PeerInfo(_Model):

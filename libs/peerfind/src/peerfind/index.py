@@ -3,7 +3,7 @@
 Schema (version 1):
 
     files(id, path UNIQUE, name, size, mtime)   path: relative, '/'-separated; name: base name
-    files_fts                                   FTS5 trigram index over files.name (external content)
+    files_fts                                   FTS5 trigram index over files.name
     meta(key PRIMARY KEY, value)                scan and heartbeat timestamps, totals
 
 Substring search uses the trigram index for queries of three or more characters
@@ -265,7 +265,9 @@ class IndexReader:
             return None
         try:
             conn = sqlite3.connect(
-                f"file:{self.db_path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S,
+                f"file:{self.db_path}?mode=ro",
+                uri=True,
+                timeout=_BUSY_TIMEOUT_S,
                 check_same_thread=False,
             )
             version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -1,0 +1,1 @@
+"""peerfind directory service: REST for registration, membership and distributed search."""

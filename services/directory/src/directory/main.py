@@ -1,0 +1,72 @@
+"""`peerfind-directory`: run one peer's REST directory service.
+
+    PEER_CONFIG=peer1.json peerfind-directory
+
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the server
+cannot start (port taken), 2 for an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import uvicorn
+
+from directory.app import create_app
+from peerfind.config import PeerSettings, load_settings
+from peerfind.errors import ConfigError
+from peerfind.logging import setup_logging
+
+__all__ = ["main", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_STARTUP_POLL_S = 0.02
+
+
+async def serve(settings: PeerSettings) -> int:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.rest_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        timeout_keep_alive=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    # uvicorn offers no "started" event; poll its flag until it binds or gives up.
+    while not server.started and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(_STARTUP_POLL_S)
+    if server.started:
+        logger.info(
+            "directory %s serving on %s (advertised %s)",
+            settings.peer_id,
+            f"{settings.host}:{settings.rest_port}",
+            settings.self_url,
+        )
+        app.state.node.start_background()
+    try:
+        await task
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
+        return int(exc.code or 1)
+    return 0 if server.started else 1
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"peerfind-directory: {exc}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging("directory", settings.peer_id, settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(serve(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Membership: registration, bootstrap through friends, heartbeat and pruning.
+
+    P2 starts -> POST P4/register {url: P2}     (bootstrap, primary then backup friend)
+    P4 -> GET P2/health                         (verify the peer id before adding it)
+    P4 answers with the peers it knows          (P2 adds P4, then introduces itself to them)
+
+A heartbeat checks every known peer; peers unseen for `peer_ttl_s` are pruned
+(friends are kept as `down` and keep being checked). When a peer comes back,
+we register with it again so it knows us after its restart. When no peer is
+reachable, bootstrap runs again in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from directory import metrics
+from directory.peers import Peer, PeerTable, TableFullError, load_remembered, save_remembered
+from peerfind.api import BootstrapResponse, RegisterResponse
+from peerfind.config import PeerSettings, validate_http_url
+
+__all__ = ["Membership", "RegistrationError"]
+
+logger = logging.getLogger(__name__)
+
+_PEER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MAX_INTRODUCTIONS = 16
+
+
+class RegistrationError(Exception):
+    """A registration was refused; `reason` is a metric label, `status` an HTTP code."""
+
+    def __init__(self, reason: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.status = status
+
+
+class _Retryable(Exception):
+    """A friend answered with a server error: worth another try."""
+
+
+def _bootstrap_retry(attempts: int) -> AsyncRetrying:
+    """The one retry policy for registering with a friend."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
+        reraise=True,
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed: {text or 'refused'}"
+    return text or type(exc).__name__
+
+
+class Membership:
+    """Keeps the peer table true: who we know, and who knows us."""
+
+    def __init__(self, settings: PeerSettings, table: PeerTable, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.table = table
+        self.http = http
+        self._last_bootstrap = 0.0
+        self._bootstrap_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- contacts ---------------------------------------------------------
+
+    async def verify(self, url: str) -> tuple[str, str]:
+        """GET url/health and return (peer_id, grpc_address). Raises RegistrationError."""
+        try:
+            response = await self.http.get(
+                f"{url}/health", timeout=self.settings.request_timeout_s, follow_redirects=False
+            )
+        except httpx.HTTPError as exc:
+            raise RegistrationError(
+                "unreachable", f"cannot reach {url}/health: {_short(exc)}"
+            ) from None
+        if response.status_code != 200:
+            raise RegistrationError(
+                "unhealthy", f"{url}/health answered HTTP {response.status_code}"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise RegistrationError("not_a_peer", f"{url}/health did not answer JSON") from None
+        peer_id = body.get("peer_id") if isinstance(body, dict) else None
+        if not isinstance(peer_id, str) or not _PEER_ID.match(peer_id):
+            raise RegistrationError("not_a_peer", f"{url}/health did not name a valid peer_id")
+        grpc_address = body.get("grpc_address", "")
+        return peer_id, grpc_address if isinstance(grpc_address, str) else ""
+
+    async def register(self, url: str) -> Peer:
+        """Handle an incoming POST /register: verify the URL answers as a peer, add it."""
+        try:
+            url = validate_http_url(url)
+        except ValueError as exc:
+            metrics.REGISTRATIONS.labels(result="refused", reason="invalid_url").inc()
+            raise RegistrationError("invalid_url", f"url: {exc}") from None
+        if url == self.settings.self_url:
+            metrics.REGISTRATIONS.labels(result="refused", reason="self").inc()
+            raise RegistrationError("self", "a peer cannot register itself", 409)
+        try:
+            peer_id, grpc_address = await self.verify(url)
+            peer = self._admit(peer_id, url, grpc_address)
+        except RegistrationError as exc:
+            metrics.REGISTRATIONS.labels(result="refused", reason=exc.reason).inc()
+            raise
+        metrics.REGISTRATIONS.labels(result="accepted", reason="ok").inc()
+        return peer
+
+    def _admit(self, peer_id: str, url: str, grpc_address: str) -> Peer:
+        try:
+            peer, added = self.table.upsert(peer_id, url, grpc_address)
+        except ValueError:
+            raise RegistrationError(
+                "self", "that URL answers with this peer's own id", 409
+            ) from None
+        except TableFullError as exc:
+            raise RegistrationError("table_full", str(exc), 503) from None
+        if added:
+            logger.info("peer %s joined at %s", peer_id, url)
+            self._changed()
+        return peer
+
+    async def announce(self, url: str) -> RegisterResponse:
+        """POST url/register {self_url}: ask a peer to add us. Returns its answer."""
+        response = await self.http.post(
+            f"{url}/register",
+            json={"url": self.settings.self_url},
+            timeout=self.settings.request_timeout_s * 2 + 1,
+            follow_redirects=False,
+        )
+        if response.status_code >= 500:
+            raise _Retryable(f"{url} answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            detail = response.text[:200]
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = str(response.json().get("detail", detail))
+            raise RegistrationError("refused", f"{url} refused us: {detail}")
+        try:
+            return RegisterResponse.model_validate_json(response.content)
+        except ValidationError:
+            raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
+
+    async def introduce(self, url: str) -> None:
+        """Meet a peer learned second-hand: register with it, add it from its answer."""
+        try:
+            answer = await self.announce(url)
+            self._admit(answer.peer_id, url, answer.grpc_address)
+        except (httpx.HTTPError, _Retryable, RegistrationError) as exc:
+            logger.info("could not introduce ourselves to %s: %s", url, _short(exc))
+
+    # -- bootstrap --------------------------------------------------------
+
+    async def bootstrap(self) -> BootstrapResponse:
+        """Register with the primary friend, else the backup; learn their peers."""
+        async with self._bootstrap_lock:
+            self._last_bootstrap = time.monotonic()
+            tried: list[str] = []
+            errors: list[str] = []
+            friends = [u for u in self.settings.friends if u != self.settings.self_url]
+            if not friends:
+                return BootstrapResponse(
+                    ok=False, friend=None, tried=[], errors=["no friends configured"]
+                )
+            for url in friends:
+                tried.append(url)
+                try:
+                    answer = await self._register_with_friend(url)
+                except (httpx.HTTPError, _Retryable, RegistrationError) as exc:
+                    errors.append(f"{url}: {_short(exc)}")
+                    logger.warning("bootstrap via %s failed: %s", url, _short(exc))
+                    continue
+                learned = await self._learn(answer.peers)
+                logger.info(
+                    "bootstrapped via %s (%s), learned %d peers", url, answer.peer_id, learned
+                )
+                return BootstrapResponse(
+                    ok=True,
+                    friend=url,
+                    friend_peer_id=answer.peer_id,
+                    tried=tried,
+                    errors=errors,
+                    learned=learned,
+                )
+            return BootstrapResponse(ok=False, friend=None, tried=tried, errors=errors)
+
+    async def _register_with_friend(self, url: str) -> RegisterResponse:
+        async for attempt in _bootstrap_retry(self.settings.bootstrap_attempts):
+            with attempt:
+                answer = await self.announce(url)
+                self._admit(answer.peer_id, url, answer.grpc_address)
+                return answer
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _learn(self, peers: Iterable[object]) -> int:
+        urls = []
+        for info in peers:
+            peer_id, url = getattr(info, "peer_id", ""), getattr(info, "url", "")
+            if peer_id == self.settings.peer_id or peer_id in self.table or not url:
+                continue
+            if getattr(info, "state", "alive") == "down":
+                continue
+            urls.append(url)
+        urls = urls[:_MAX_INTRODUCTIONS]
+        await asyncio.gather(*(self.introduce(u) for u in urls))
+        return sum(1 for u in urls if self.table.by_url(u) is not None)
+
+    # -- heartbeat --------------------------------------------------------
+
+    async def check(self, peer: Peer) -> None:
+        """One heartbeat contact with `peer`."""
+        try:
+            peer_id, grpc_address = await self.verify(peer.url)
+        except RegistrationError as exc:
+            logger.debug("heartbeat: %s failed: %s", peer.peer_id, exc.detail)
+            self.table.mark_failed(peer.peer_id)
+            return
+        if peer_id != peer.peer_id:  # a different peer now answers at that URL
+            self.table.remove(peer.peer_id)
+            self._admit(peer_id, peer.url, grpc_address)
+            return
+        peer.grpc_address = grpc_address or peer.grpc_address
+        if self.table.mark_alive(peer.peer_id):
+            logger.info("peer %s is back; registering with it again", peer.peer_id)
+            self._spawn(self.introduce(peer.url))
+
+    async def heartbeat_once(self) -> None:
+        peers = self.table.peers()
+        await asyncio.gather(*(self.check(p) for p in peers))
+        pruned = self.table.prune()
+        for peer in pruned:
+            logger.info("pruned peer %s (unseen for %.0f s)", peer.peer_id, self.table.ttl_s)
+        if pruned:
+            metrics.PRUNES.inc(len(pruned))
+            self._changed()
+        self._update_gauges()
+        if (
+            self.settings.friends
+            and not any(p.state == "alive" for p in self.table.peers())
+            and time.monotonic() - self._last_bootstrap >= self.settings.bootstrap_retry_s
+        ):
+            logger.info("no live peers; bootstrapping again")
+            self._spawn(self._bootstrap_quietly())
+
+    async def _bootstrap_quietly(self) -> None:
+        await self.bootstrap()
+
+    async def run(self) -> None:
+        """Background life of a peer: remember, bootstrap, then heartbeat forever."""
+        for peer_id, url, grpc_address in load_remembered(self.settings.peers_path):
+            if peer_id != self.settings.peer_id and url != self.settings.self_url:
+                try:
+                    self.table.upsert(peer_id, url, grpc_address, seen=False)
+                except (ValueError, TableFullError):
+                    continue
+        remembered = [p.url for p in self.table.peers()]
+        if self.settings.friends:
+            await self.bootstrap()
+        await asyncio.gather(
+            *(self.introduce(u) for u in remembered if not self.table.is_friend_url(u))
+        )
+        self._update_gauges()
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                await self.heartbeat_once()
+            except Exception:
+                logger.exception("heartbeat round failed")
+
+    # -- helpers ----------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _changed(self) -> None:
+        save_remembered(self.settings.peers_path, self.table.peers())
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        for state, count in self.table.counts().items():
+            metrics.PEERS.labels(state=state).set(count)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,90 @@
+"""Prometheus metrics of the directory service, defined once.
+
+Names follow `peerfind_directory_<what>_<unit>`; they are served on the REST
+port at /metrics together with the process and Python collectors.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "HTTP_REQUESTS",
+    "HTTP_REQUEST_DURATION",
+    "PEERS",
+    "PRUNES",
+    "REGISTRATIONS",
+    "SEARCHES_PARTIAL",
+    "SEARCHES_RECEIVED",
+    "SEARCH_DUPLICATES",
+    "SEARCH_DURATION",
+    "SEARCH_FORWARDS",
+    "SEARCH_FORWARD_FAILURES",
+    "SEARCH_HITS",
+    "SEARCH_PEERS_FAILED",
+]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HTTP_REQUESTS = Counter(
+    "peerfind_directory_http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "peerfind_directory_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+SEARCHES_RECEIVED = Counter(
+    "peerfind_directory_searches_received_total",
+    "Searches received; role=entry from a client, role=forwarded from a peer.",
+    ["role"],
+)
+SEARCH_FORWARDS = Counter(
+    "peerfind_directory_search_forwards_total",
+    "Searches this peer forwarded to neighbours (one per neighbour).",
+)
+SEARCH_FORWARD_FAILURES = Counter(
+    "peerfind_directory_search_forward_failures_total",
+    "Forwarded searches that failed or missed their deadline.",
+)
+SEARCHES_PARTIAL = Counter(
+    "peerfind_directory_searches_partial_total",
+    "Searches answered with partial=true (some peer failed), by role.",
+    ["role"],
+)
+SEARCH_DUPLICATES = Counter(
+    "peerfind_directory_search_duplicates_total",
+    "Forwarded searches dropped because their query id was already seen.",
+)
+SEARCH_HITS = Counter(
+    "peerfind_directory_search_hits_total",
+    "Hits returned in search answers.",
+)
+SEARCH_PEERS_FAILED = Histogram(
+    "peerfind_directory_search_peers_failed",
+    "Peers listed as failed per answered search.",
+    buckets=(0, 1, 2, 4, 8, 16),
+)
+SEARCH_DURATION = Histogram(
+    "peerfind_directory_search_duration_seconds",
+    "End-to-end time to answer a search (local plus neighbours), by role.",
+    ["role"],
+    buckets=_LATENCY_BUCKETS,
+)
+PEERS = Gauge(
+    "peerfind_directory_peers",
+    "Peers in the table, by state (alive, suspect, down).",
+    ["state"],
+)
+REGISTRATIONS = Counter(
+    "peerfind_directory_registrations_total",
+    "Registrations received, by result (accepted, refused) and reason.",
+    ["result", "reason"],
+)
+PRUNES = Counter(
+    "peerfind_directory_pruned_peers_total",
+    "Peers dropped from the table after their TTL.",
+)

@@ -1,0 +1,155 @@
+"""The running peer as the directory sees it: settings, index, table, membership, search.
+
+Created once per app in the lifespan; routers reach it through `deps.NodeDep`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from directory.membership import Membership
+from directory.peers import Peer, PeerTable
+from directory.search import SearchParams, SearchRouter
+from peerfind import __version__
+from peerfind.api import HealthResponse, IndexHealth, SearchResponse, TransferHealth
+from peerfind.config import PeerSettings
+from peerfind.index import FileEntry, IndexReader
+
+__all__ = ["Node"]
+
+logger = logging.getLogger(__name__)
+
+_TRANSFER_CHECK_TTL_S = 2.0
+_TRANSFER_CHECK_TIMEOUT_S = 0.5
+# Below uvicorn's 5 s keep-alive, so pooled connections are not closed under us.
+_KEEPALIVE_EXPIRY_S = 4.0
+
+
+class ForwardError(Exception):
+    """A neighbour answered a forwarded search with an error status."""
+
+
+class Node:
+    def __init__(self, settings: PeerSettings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.reader = IndexReader(settings.index_path)
+        self.http = httpx.AsyncClient(
+            timeout=settings.request_timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(
+                max_connections=256,
+                max_keepalive_connections=64,
+                keepalive_expiry=_KEEPALIVE_EXPIRY_S,
+            ),
+        )
+        self.table = PeerTable(
+            settings.peer_id,
+            ttl_s=settings.peer_ttl_s,
+            max_peers=settings.max_peers,
+            friend_urls=settings.friends,
+        )
+        self.membership = Membership(settings, self.table, self.http)
+        self.router = SearchRouter(
+            peer_id=settings.peer_id,
+            rest_url=settings.self_url,
+            grpc_address=settings.grpc_advertise,
+            table=self.table,
+            local_search=self.local_search,
+            forward=self.forward,
+            max_results=settings.max_results,
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._transfer_ok = False
+        self._transfer_checked = 0.0
+        self._background: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start_background(self) -> None:
+        """Start bootstrap + heartbeat (once the REST server accepts connections)."""
+        if self._background is None:
+            self._background = asyncio.create_task(self.membership.run())
+
+    async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            await asyncio.gather(self._background, return_exceptions=True)
+        await self.membership.close()
+        await self.http.aclose()
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+
+    # -- search -----------------------------------------------------------
+
+    async def local_search(self, query: str, limit: int) -> list[FileEntry]:
+        return await asyncio.to_thread(self.reader.search, query, limit)
+
+    async def forward(self, peer: Peer, params: SearchParams) -> SearchResponse:
+        response = await self.http.get(
+            f"{peer.url}/search",
+            params={
+                "query": params.query,
+                "fanout": params.fanout,
+                "ttl": params.ttl,
+                "timeout_ms": max(int(params.timeout_s * 1000), 1),
+                "qid": params.query_id,
+                "sender": params.sender or "",
+            },
+            timeout=params.timeout_s,
+        )
+        if response.status_code != 200:
+            raise ForwardError(f"HTTP {response.status_code}")
+        return SearchResponse.model_validate_json(response.content)
+
+    # -- health -----------------------------------------------------------
+
+    async def transfer_serving(self) -> bool:
+        """The local transfer service's gRPC health, cached for a couple of seconds."""
+        now = time.monotonic()
+        if now - self._transfer_checked < _TRANSFER_CHECK_TTL_S:
+            return self._transfer_ok
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.settings.transfer_address)
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=_TRANSFER_CHECK_TIMEOUT_S
+            )
+            ok = bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.aio.AioRpcError:
+            ok = False
+        self._transfer_ok, self._transfer_checked = ok, time.monotonic()
+        return ok
+
+    async def health(self) -> HealthResponse:
+        stats = await asyncio.to_thread(self.reader.stats)
+        age = time.time() - stats.heartbeat_at if stats.heartbeat_at else None
+        stale = not stats.available or age is None or age > self.settings.index_stale_after_s
+        serving = await self.transfer_serving()
+        return HealthResponse(
+            status="ok" if serving and not stale else "degraded",
+            peer=self.settings.peer_id,
+            peer_id=self.settings.peer_id,
+            url=self.settings.self_url,
+            grpc_address=self.settings.grpc_advertise,
+            version=__version__,
+            uptime_s=round(time.time() - self.started_at, 3),
+            peers=len(self.table),
+            index=IndexHealth(
+                available=stats.available,
+                files=stats.files,
+                bytes=stats.bytes,
+                last_scan_at=stats.last_scan_at,
+                age_s=round(age, 3) if age is not None else None,
+                stale=stale,
+            ),
+            transfer=TransferHealth(address=self.settings.transfer_address, serving=serving),
+        )

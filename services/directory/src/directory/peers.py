@@ -1,0 +1,218 @@
+"""The peer table: who this peer knows, how recently each answered, and pruning.
+
+Framework-free: plain data and methods, driven by unit tests with a fake clock.
+
+States:
+    alive    answered the last contact
+    suspect  the last contact failed (still tried by searches, after alive peers)
+    down     a friend unseen for longer than the TTL (friends are never pruned, so
+             that the peer keeps knocking on their door until they come back)
+
+Non-friend peers unseen for longer than the TTL are pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from peerfind.api import PeerInfo, PeerState
+
+__all__ = ["Peer", "PeerTable", "TableFullError", "load_remembered", "save_remembered"]
+
+logger = logging.getLogger(__name__)
+
+
+class TableFullError(Exception):
+    """The table is at its bound; newcomers never evict known peers."""
+
+
+@dataclass(slots=True)
+class Peer:
+    peer_id: str
+    url: str
+    grpc_address: str = ""
+    friend: bool = False
+    state: PeerState = "alive"
+    last_seen: float = 0.0
+    failures: int = 0
+
+    def info(self) -> PeerInfo:
+        return PeerInfo(
+            peer_id=self.peer_id,
+            url=self.url,
+            grpc_address=self.grpc_address,
+            state=self.state,
+            last_seen=self.last_seen,
+            friend=self.friend,
+        )
+
+
+class PeerTable:
+    """Known peers, keyed by peer id, bounded to `max_peers` entries."""
+
+    def __init__(
+        self,
+        self_id: str,
+        ttl_s: float,
+        max_peers: int,
+        friend_urls: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.self_id = self_id
+        self.ttl_s = ttl_s
+        self.max_peers = max_peers
+        self.friend_urls = {u.rstrip("/") for u in friend_urls if u}
+        self._clock = clock
+        self._peers: dict[str, Peer] = {}
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._peers
+
+    def get(self, peer_id: str) -> Peer | None:
+        return self._peers.get(peer_id)
+
+    def by_url(self, url: str) -> Peer | None:
+        url = url.rstrip("/")
+        return next((p for p in self._peers.values() if p.url == url), None)
+
+    def is_friend_url(self, url: str) -> bool:
+        return url.rstrip("/") in self.friend_urls
+
+    def upsert(
+        self, peer_id: str, url: str, grpc_address: str = "", *, seen: bool = True
+    ) -> tuple[Peer, bool]:
+        """Add or refresh a peer verified at `url`. Returns (peer, was_added).
+
+        A peer id that moved to a new URL is updated in place; a URL that now
+        answers with another peer id replaces the old entry. Raises ValueError
+        for our own id and TableFullError when a newcomer finds the table full
+        (friends are always admitted).
+        """
+        if peer_id == self.self_id:
+            raise ValueError("a peer cannot register itself")
+        url = url.rstrip("/")
+        now = self._clock()
+        friend = self.is_friend_url(url)
+        stale = self.by_url(url)
+        if stale is not None and stale.peer_id != peer_id:
+            del self._peers[stale.peer_id]
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.url = url
+            peer.grpc_address = grpc_address or peer.grpc_address
+            peer.friend = peer.friend or friend
+            if seen:
+                peer.state, peer.last_seen, peer.failures = "alive", now, 0
+            return peer, False
+        if len(self._peers) >= self.max_peers and not friend:
+            raise TableFullError(f"peer table is full ({self.max_peers} peers)")
+        peer = Peer(
+            peer_id=peer_id,
+            url=url,
+            grpc_address=grpc_address,
+            friend=friend,
+            state="alive" if seen else "suspect",
+            last_seen=now,
+        )
+        self._peers[peer_id] = peer
+        return peer, True
+
+    def mark_alive(self, peer_id: str) -> bool:
+        """Record a successful contact. Returns True if the peer was not alive before."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return False
+        recovered = peer.state != "alive"
+        peer.state, peer.last_seen, peer.failures = "alive", self._clock(), 0
+        return recovered
+
+    def mark_failed(self, peer_id: str) -> None:
+        """Record a failed contact (the peer becomes suspect; the TTL decides the rest)."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return
+        peer.failures += 1
+        if peer.state == "alive":
+            peer.state = "suspect"
+
+    def prune(self) -> list[Peer]:
+        """Drop non-friends unseen for longer than the TTL; friends become `down`."""
+        cutoff = self._clock() - self.ttl_s
+        pruned = []
+        for peer in list(self._peers.values()):
+            if peer.last_seen >= cutoff:
+                continue
+            if peer.friend:
+                peer.state = "down"
+            else:
+                pruned.append(self._peers.pop(peer.peer_id))
+        return pruned
+
+    def remove(self, peer_id: str) -> Peer | None:
+        return self._peers.pop(peer_id, None)
+
+    def peers(self) -> list[Peer]:
+        return sorted(self._peers.values(), key=lambda p: p.peer_id)
+
+    def reachable(self) -> list[Peer]:
+        """Peers worth contacting: alive and suspect (not down)."""
+        return [p for p in self._peers.values() if p.state != "down"]
+
+    def choose(
+        self, fanout: int, exclude: Iterable[str] = (), rng: random.Random | None = None
+    ) -> list[Peer]:
+        """Up to `fanout` peers to forward a search to: alive ones first, random within a state."""
+        if fanout <= 0:
+            return []
+        skip = set(exclude) | {self.self_id}
+        pool = [p for p in self.reachable() if p.peer_id not in skip]
+        (rng or random).shuffle(pool)
+        pool.sort(key=lambda p: p.state != "alive")
+        return pool[:fanout]
+
+    def counts(self) -> dict[str, int]:
+        counts = {"alive": 0, "suspect": 0, "down": 0}
+        for peer in self._peers.values():
+            counts[peer.state] += 1
+        return counts
+
+
+def save_remembered(path: Path, peers: Iterable[Peer]) -> None:
+    """Persist the peers we know (id, URL, gRPC address) atomically, for restarts."""
+    data = [
+        {k: v for k, v in asdict(p).items() if k in ("peer_id", "url", "grpc_address")}
+        for p in peers
+    ]
+    tmp = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("cannot save known peers to %s: %s", path, exc)
+
+
+def load_remembered(path: Path) -> list[tuple[str, str, str]]:
+    """Peers remembered from a previous run: [(peer_id, url, grpc_address)]. Never raises."""
+    try:
+        data = json.loads(path.read_text())
+        return [
+            (str(d["peer_id"]), str(d["url"]), str(d.get("grpc_address", "")))
+            for d in data
+            if isinstance(d, dict) and "peer_id" in d and "url" in d
+        ]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("ignoring unreadable peer memory %s: %s", path, exc)
+        return []

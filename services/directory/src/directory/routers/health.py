@@ -1,0 +1,16 @@
+"""GET /health: liveness of this peer, its index and its transfer service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from directory.deps import NodeDep
+from peerfind.api import HealthResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health(node: NodeDep) -> HealthResponse:
+    """`status` is `ok`, or `degraded` when the index is stale or transfer is down."""
+    return await node.health()

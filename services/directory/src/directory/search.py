@@ -1,0 +1,248 @@
+"""Distributed search: local lookup, then a bounded flood to neighbours.
+
+Every query carries an id, a TTL (hops left) and a deadline. A peer that sees a
+query id again answers empty (no loops, no duplicate hits in cyclic topologies)
+and it never forwards back to the sender. Neighbours that fail or miss the
+deadline never fail the search: they are listed in `peers_failed` and the
+answer says `partial: true`.
+
+Framework-free: the router takes the local search and the forwarding call as
+functions, so unit tests drive it without servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from directory import metrics
+from directory.peers import Peer, PeerTable
+from peerfind.api import FailedPeer, SearchHit, SearchResponse
+from peerfind.index import FileEntry
+
+__all__ = [
+    "FORWARD_MARGIN_S",
+    "MIN_FORWARD_BUDGET_S",
+    "Forwarder",
+    "LocalSearch",
+    "SearchParams",
+    "SearchRouter",
+    "SeenQueries",
+    "new_query_id",
+]
+
+logger = logging.getLogger(__name__)
+
+# Each hop hands its neighbours a deadline this much shorter than its own, so
+# their answers (even "I ran out of time") arrive before it has to answer.
+FORWARD_MARGIN_S = 0.05
+FORWARD_SHARE = 0.8
+MIN_FORWARD_BUDGET_S = 0.05
+
+LocalSearch = Callable[[str, int], Coroutine[Any, Any, list[FileEntry]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    query: str
+    fanout: int
+    ttl: int
+    timeout_s: float
+    query_id: str
+    sender: str | None = None
+
+
+Forwarder = Callable[[Peer, SearchParams], Coroutine[Any, Any, SearchResponse]]
+
+
+def new_query_id() -> str:
+    return uuid.uuid4().hex
+
+
+class SeenQueries:
+    """Query ids seen recently: bounded in count and in age."""
+
+    def __init__(
+        self,
+        capacity: int = 10000,
+        ttl_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_time(self, query_id: str) -> bool:
+        """Record `query_id`; True if it had not been seen within the TTL."""
+        now = self._clock()
+        cutoff = now - self.ttl_s
+        while self._seen and next(iter(self._seen.values())) < cutoff:
+            self._seen.popitem(last=False)
+        if query_id in self._seen:
+            return False
+        self._seen[query_id] = now
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return True
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class SearchRouter:
+    """Answers one search: local hits plus the hits of up to `fanout` neighbours."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        rest_url: str,
+        grpc_address: str,
+        table: PeerTable,
+        local_search: LocalSearch,
+        forward: Forwarder,
+        max_results: int,
+        seen: SeenQueries | None = None,
+    ) -> None:
+        self.peer_id = peer_id
+        self.rest_url = rest_url
+        self.grpc_address = grpc_address
+        self.table = table
+        self.local_search = local_search
+        self.forward = forward
+        self.max_results = max_results
+        self.seen = seen or SeenQueries()
+
+    def _hit(self, entry: FileEntry) -> SearchHit:
+        return SearchHit(
+            name=entry.name,
+            path=entry.path,
+            size=entry.size,
+            mtime=entry.mtime,
+            peer_id=self.peer_id,
+            rest_url=self.rest_url,
+            grpc_address=self.grpc_address,
+        )
+
+    async def search(self, params: SearchParams) -> SearchResponse:
+        started = time.monotonic()
+        role = "forwarded" if params.sender else "entry"
+        metrics.SEARCHES_RECEIVED.labels(role=role).inc()
+        if not self.seen.first_time(params.query_id):
+            metrics.SEARCH_DUPLICATES.inc()
+            return SearchResponse(
+                query=params.query,
+                query_id=params.query_id,
+                peer_id=self.peer_id,
+                hits=[],
+                peers_answered=[],
+                peers_failed=[],
+                partial=False,
+                truncated=False,
+                duplicate=True,
+                took_ms=(time.monotonic() - started) * 1000,
+            )
+        deadline = started + params.timeout_s
+        local_task = asyncio.create_task(self.local_search(params.query, self.max_results + 1))
+        targets = self.table.choose(
+            params.fanout if params.ttl > 0 else 0,
+            exclude=[params.sender] if params.sender else (),
+        )
+        budget = params.timeout_s * FORWARD_SHARE - FORWARD_MARGIN_S
+        if budget < MIN_FORWARD_BUDGET_S:
+            targets = []
+        child = SearchParams(
+            query=params.query,
+            fanout=params.fanout,
+            ttl=params.ttl - 1,
+            timeout_s=budget,
+            query_id=params.query_id,
+            sender=self.peer_id,
+        )
+        forwards = {
+            asyncio.create_task(asyncio.wait_for(self.forward(peer, child), budget)): peer
+            for peer in targets
+        }
+        metrics.SEARCH_FORWARDS.inc(len(forwards))
+
+        hits: dict[tuple[str, str], SearchHit] = {}
+        answered: list[str] = []
+        failed: dict[str, FailedPeer] = {}
+        truncated = False
+        try:
+            local = await asyncio.wait_for(local_task, max(deadline - time.monotonic(), 0.001))
+            truncated = len(local) > self.max_results
+            for entry in local[: self.max_results]:
+                hits[(self.peer_id, entry.path)] = self._hit(entry)
+            answered.append(self.peer_id)
+        except Exception as exc:  # the local index failing is a partial answer too
+            logger.warning("local search failed: %s", _describe_error(exc))
+            failed[self.peer_id] = FailedPeer(
+                peer_id=self.peer_id, url=self.rest_url, error=_describe_error(exc)
+            )
+
+        if forwards:
+            done, pending = await asyncio.wait(
+                forwards, timeout=max(deadline - time.monotonic(), 0.001)
+            )
+            for task in pending:
+                task.cancel()
+            for task in forwards:
+                peer = forwards[task]
+                error: BaseException | None = (
+                    task.exception() if task in done and not task.cancelled() else TimeoutError()
+                )
+                if error is not None:
+                    self.table.mark_failed(peer.peer_id)
+                    failed[peer.peer_id] = FailedPeer(
+                        peer_id=peer.peer_id, url=peer.url, error=_describe_error(error)
+                    )
+                    metrics.SEARCH_FORWARD_FAILURES.inc()
+                    continue
+                self.table.mark_alive(peer.peer_id)
+                answer: SearchResponse = task.result()
+                truncated = truncated or answer.truncated
+                answered.extend(p for p in answer.peers_answered if p not in answered)
+                for fp in answer.peers_failed:
+                    failed.setdefault(fp.peer_id, fp)
+                for hit in answer.hits:
+                    hits.setdefault((hit.peer_id, hit.path), hit)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+        for peer_id in answered:  # answered through another route after all
+            failed.pop(peer_id, None)
+        merged = list(hits.values())
+        if len(merged) > self.max_results:
+            merged, truncated = merged[: self.max_results], True
+        took = time.monotonic() - started
+        metrics.SEARCH_HITS.inc(len(merged))
+        metrics.SEARCH_PEERS_FAILED.observe(len(failed))
+        metrics.SEARCH_DURATION.labels(role=role).observe(took)
+        if failed:
+            metrics.SEARCHES_PARTIAL.labels(role=role).inc()
+        return SearchResponse(
+            query=params.query,
+            query_id=params.query_id,
+            peer_id=self.peer_id,
+            hits=merged,
+            peers_answered=answered,
+            peers_failed=list(failed.values()),
+            partial=bool(failed),
+            truncated=truncated,
+            took_ms=took * 1000,
+        )

@@ -1,0 +1,144 @@
+"""The REST surface in-process: contract shapes, validation, error bodies."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from peerfind.api import ErrorResponse, FilesResponse, HealthResponse, SearchResponse
+from peerfind.index import IndexWriter
+
+
+def assert_error(response, status: int, error: str | None = None) -> ErrorResponse:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = ErrorResponse.model_validate(response.json())
+    if error:
+        assert body.error == error
+    assert "Traceback" not in body.detail
+    return body
+
+
+def test_health_reports_missing_index_and_transfer(client: TestClient) -> None:
+    health = HealthResponse.model_validate(client.get("/health").json())
+    assert health.peer == health.peer_id == "p1"
+    assert health.status == "degraded"
+    assert not health.index.available and health.index.stale
+    assert not health.transfer.serving
+
+
+def test_health_with_fresh_index(client: TestClient, writer: IndexWriter) -> None:
+    health = HealthResponse.model_validate(client.get("/health").json())
+    assert health.index.available and not health.index.stale
+    assert health.index.files == 3 and health.index.bytes == 29
+    assert health.status == "degraded"  # transfer is still not running
+
+
+def test_files_lists_index_with_fetch_addresses(client: TestClient, writer: IndexWriter) -> None:
+    body = FilesResponse.model_validate(client.get("/files").json())
+    assert [f.path for f in body.files] == ["b.bin", "docs/readme.TXT", "hello1.txt"]
+    assert body.total == 3 and body.next_after is None
+    first = body.files[0]
+    assert first.rest_url.startswith("http://127.0.0.1:")
+    assert first.grpc_address.startswith("127.0.0.1:")
+    page = FilesResponse.model_validate(client.get("/files", params={"limit": 2}).json())
+    assert len(page.files) == 2 and page.next_after == "docs/readme.TXT"
+    rest = client.get("/files", params={"limit": 2, "after": page.next_after}).json()
+    assert [f["path"] for f in rest["files"]] == ["hello1.txt"]
+
+
+def test_search_local_only_peer(client: TestClient, writer: IndexWriter) -> None:
+    body = SearchResponse.model_validate(client.get("/search", params={"query": ".txt"}).json())
+    assert sorted(h.name for h in body.hits) == ["hello1.txt", "readme.TXT"]
+    assert body.peers_answered == ["p1"] and not body.partial
+    short = client.get("/search", params={"query": "b"}).json()
+    assert {h["name"] for h in short["hits"]} == {"b.bin"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"query": ""},
+        {"query": "x" * 257},
+        {"query": "   "},
+        {"query": "a\x00b"},
+        {"query": "a", "fanout": -1},
+        {"query": "a", "fanout": 33},
+        {"query": "a", "fanout": "two"},
+        {"query": "a", "ttl": 99},
+        {"query": "a", "timeout_ms": 0},
+        {"query": "a", "qid": "bad id!"},
+        {"query": "a", "sender": "../x"},
+    ],
+)
+def test_search_bad_input_is_422_json(client: TestClient, params: dict[str, object]) -> None:
+    assert_error(client.get("/search", params=params), 422, "invalid_request")
+
+
+def test_fanout_is_clamped_not_refused(client: TestClient, writer: IndexWriter) -> None:
+    response = client.get("/search", params={"query": "hello", "fanout": 32, "ttl": 16})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"url": "ftp://example.org"}, 400),
+        ({"url": "not a url"}, 400),
+        ({"url": "http://127.0.0.1:1/path"}, 400),
+        ({"url": "http://user:pw@127.0.0.1:1"}, 400),
+        ({"url": ""}, 422),
+        ({"url": "http://127.0.0.1:1", "extra": 1}, 422),
+        ({}, 422),
+        ({"url": 5}, 422),
+    ],
+)
+def test_register_bad_input(client: TestClient, body: object, status: int) -> None:
+    assert_error(client.post("/register", json=body), status)
+    assert client.get("/peers").json()["peers"] == []
+
+
+def test_register_unreachable_url_changes_nothing(client: TestClient) -> None:
+    from peerfind.devnet import free_port
+
+    body = assert_error(
+        client.post("/register", json={"url": f"http://127.0.0.1:{free_port()}"}), 400
+    )
+    assert body.error == "unreachable"
+    assert client.get("/peers").json()["peers"] == []
+
+
+def test_register_self_is_409(client: TestClient) -> None:
+    url = client.get("/health").json()["url"]
+    assert_error(client.post("/register", json={"url": url}), 409, "self")
+
+
+def test_malformed_json_body_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/register", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422)
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.delete("/peers"), 405)
+
+
+def test_bootstrap_without_friends_says_so(client: TestClient) -> None:
+    body = client.post("/bootstrap").json()
+    assert body["ok"] is False and body["errors"] == ["no friends configured"]
+
+
+def test_metrics_exposed(client: TestClient, writer: IndexWriter) -> None:
+    client.get("/search", params={"query": "hello"})
+    text = client.get("/metrics").text
+    assert 'peerfind_directory_searches_received_total{role="entry"}' in text
+    assert 'peerfind_directory_http_requests_total{method="GET",route="/search"' in text
+    assert 'peerfind_build_info{peer="p1",service="directory"' in text
+
+
+def test_openapi_lists_the_seed_endpoints(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/health", "/register", "/bootstrap", "/peers", "/files", "/search"):
+        assert path in paths
