@@ -1,13 +1,13 @@
 """Exceptions raised by peerfind code.
 
-    PeerfindError
-    ├── ConfigError         an invalid peer config (file or environment); services exit 2
-    ├── InvalidNameError    a file name that looks like a path (INVALID_ARGUMENT on the wire)
-    ├── IndexUnavailable    the peer's index database cannot be opened or read
-    └── ClientError         the CLI / typed client could not complete a call
-        ├── PeerUnreachable     the peer did not answer (connect error, timeout)
-        ├── PeerRefused         the peer answered with a 4xx/5xx or a gRPC error status
-        └── FileNotLocated      no peer in reach holds the requested name
+PeerfindError
+├── ConfigError         an invalid peer config (file or environment); services exit 2
+├── InvalidNameError    a file name that looks like a path (INVALID_ARGUMENT on the wire)
+├── IndexUnavailable    the peer's index database cannot be opened or read
+└── ClientError         the CLI / typed client could not complete a call
+    ├── PeerUnreachable     the peer did not answer (connect error, timeout)
+    ├── PeerRefused         the peer answered with a 4xx/5xx or a gRPC error status
+    └── FileNotLocated      no peer in reach holds the requested name
 """
 
 from __future__ import annotations

@@ -234,9 +234,12 @@ class IndexWriter:
         with self._transaction() as conn:
             for path in plist:
                 removed += conn.execute("DELETE FROM files WHERE path = ?", (path,)).rowcount
-                prefix = path.rstrip("/") + "/"
+                # Everything under path/: the range [path/, path0) holds exactly the paths
+                # that start with "path/" ("0" sorts right after "/"), and the index on
+                # path serves it, where substr() would scan the table once per path.
+                prefix = path.rstrip("/")
                 removed += conn.execute(
-                    "DELETE FROM files WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+                    "DELETE FROM files WHERE path >= ? AND path < ?", (prefix + "/", prefix + "0")
                 ).rowcount
         return removed
 

@@ -1,8 +1,8 @@
 """One JSON log formatter for every service, with `peer` and `service` fields.
 
-    setup_logging(service="directory", peer="peer1", level="INFO")
-    logger = logging.getLogger(__name__)
-    logger.info("registered %s at %s", peer_id, url)
+setup_logging(service="directory", peer="peer1", level="INFO")
+logger = logging.getLogger(__name__)
+logger.info("registered %s at %s", peer_id, url)
 """
 
 from __future__ import annotations

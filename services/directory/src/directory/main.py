@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -26,7 +27,21 @@ logger = logging.getLogger(__name__)
 _STARTUP_POLL_S = 0.02
 
 
-async def serve(settings: PeerSettings) -> int:
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the REST socket ourselves, so a taken port is one clear line, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: PeerSettings, sock: socket.socket) -> int:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -39,7 +54,7 @@ async def serve(settings: PeerSettings) -> int:
         timeout_keep_alive=5,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn offers no "started" event; poll its flag until it binds or gives up.
     while not server.started and not task.done():  # noqa: ASYNC110
         await asyncio.sleep(_STARTUP_POLL_S)
@@ -51,10 +66,7 @@ async def serve(settings: PeerSettings) -> int:
             settings.self_url,
         )
         app.state.node.start_background()
-    try:
-        await task
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
-        return int(exc.code or 1)
+    await task
     return 0 if server.started else 1
 
 
@@ -65,7 +77,12 @@ def main() -> None:
         print(f"peerfind-directory: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging("directory", settings.peer_id, settings.log_level, settings.log_format)
-    sys.exit(asyncio.run(serve(settings)))
+    try:
+        sock = bind(settings.host, settings.rest_port)
+    except OSError as exc:
+        print(f"peerfind-directory: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(asyncio.run(serve(settings, sock)))
 
 
 if __name__ == "__main__":

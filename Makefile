@@ -1,0 +1,66 @@
+# peerfind: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV ?= $(PYTHON) -m uv
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_DIR := .run
+LOCAL_ROOT := $(RUN_DIR)/local
+PYTEST_ARGS ?=
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: help install proto check-proto lint fmt test test-unit test-integration \
+        local-up local-down local-status up down clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml uv.lock libs/peerfind/pyproject.toml services/*/pyproject.toml
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || { echo "installing uv from PyPI"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv with every service, the CLI and the dev tools (idempotent)
+
+proto: install ## Regenerate the gRPC stubs from proto/
+	$(PY) scripts/gen_proto.py
+
+check-proto: install ## Fail if the committed stubs drift from proto/
+	$(PY) scripts/gen_proto.py --check
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src
+
+fmt: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install ## Unit and integration tests (real peers on 127.0.0.x)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: install ## Unit tests only
+	$(VENV)/bin/pytest libs/peerfind/tests services $(PYTEST_ARGS)
+
+test-integration: install ## Integration tests only
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
+
+local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
+	$(PY) -m peerfind.devnet up --root $(LOCAL_ROOT)
+
+local-down: ## Stop the local peers started by local-up
+	@if [ -x $(PY) ]; then $(PY) -m peerfind.devnet down --root $(LOCAL_ROOT); else echo "nothing to stop"; fi
+
+local-status: install ## Show the local peers' processes
+	$(PY) -m peerfind.devnet status --root $(LOCAL_ROOT)
+
+up: local-up ## Run the three-peer network (same addresses as local-up)
+
+down: local-down ## Stop what `make up` started
+
+clean: local-down ## Remove the venv, caches and run state
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,368 @@
+"""Real servers for the client and CLI tests.
+
+`directory`: a small FastAPI app that answers the REST contract with canned
+`peerfind.api` models, served by uvicorn on 127.0.0.1 in a background thread
+(one server per session, state reset for each test).
+
+`transfer`: a real `grpc.aio` server on port 0 with a fake FileTransfer servicer,
+started on the test's event loop and stopped after the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from peerfind.api import (
+    BootstrapResponse,
+    ErrorResponse,
+    FailedPeer,
+    FileInfo,
+    FilesResponse,
+    HealthResponse,
+    IndexHealth,
+    PeerInfo,
+    PeersResponse,
+    RegisterRequest,
+    RegisterResponse,
+    SearchHit,
+    SearchResponse,
+    TransferHealth,
+)
+from peerfind.client import GRPC_MAX_MESSAGE_BYTES
+from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+
+PEER_ID = "peer1"
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_health(grpc_address: str = "127.0.0.1:50051", status: str = "ok") -> HealthResponse:
+    return HealthResponse.model_validate(
+        {
+            "status": status,
+            "peer": PEER_ID,
+            "peer_id": PEER_ID,
+            "url": "http://127.0.0.1:8001",
+            "grpc_address": grpc_address,
+            "version": "0.1.0",
+            "uptime_s": 12.5,
+            "peers": 2,
+            "index": IndexHealth(
+                available=True, files=3, bytes=1234, last_scan_at=1.7e9, age_s=1.0, stale=False
+            ),
+            "transfer": TransferHealth(address=grpc_address, serving=True),
+        }
+    )
+
+
+def make_hit(name: str, peer_id: str, grpc_address: str, size: int = 6) -> SearchHit:
+    return SearchHit(
+        name=name,
+        path=f"docs/{name}",
+        size=size,
+        mtime=1.7e9,
+        peer_id=peer_id,
+        rest_url=f"http://{peer_id}.example:8000",
+        grpc_address=grpc_address,
+    )
+
+
+@dataclass
+class DirectoryState:
+    """What the fake directory answers; tests change it freely."""
+
+    health: HealthResponse = field(default_factory=make_health)
+    health_status: int = 200
+    peers: list[PeerInfo] = field(default_factory=list)
+    files: list[FileInfo] = field(default_factory=list)
+    hits: list[SearchHit] = field(default_factory=list)
+    failed: list[FailedPeer] = field(default_factory=list)
+    truncated: bool = False
+    override: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """path -> (status, raw body) answered instead of the route."""
+    delay_s: float = 0.0
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Directory:
+    url: str
+    state: DirectoryState
+
+    def advertise(self, grpc_address: str, status: str = "ok") -> None:
+        """Make /health name `grpc_address` as this peer's transfer service."""
+        self.state.health = make_health(grpc_address, status)
+
+
+def build_directory_app(holder: dict[str, DirectoryState]) -> FastAPI:
+    app = FastAPI()
+
+    def state() -> DirectoryState:
+        return holder["state"]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        body = ErrorResponse(error="invalid_request", detail=detail)
+        return JSONResponse(body.model_dump(), status_code=422)
+
+    @app.middleware("http")
+    async def record(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        current = state()
+        body = await request.body()
+        current.requests.append(
+            (request.method, request.url.path, dict(request.query_params), body)
+        )
+        if current.delay_s:
+            await asyncio.sleep(current.delay_s)
+        if request.url.path in current.override:
+            status, raw = current.override[request.url.path]
+            return Response(raw, status_code=status, media_type="application/json")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        current = state()
+        return JSONResponse(current.health.model_dump(), status_code=current.health_status)
+
+    @app.get("/peers")
+    async def peers() -> PeersResponse:
+        return PeersResponse(peer_id=PEER_ID, peers=state().peers)
+
+    @app.get("/files")
+    async def files(limit: int = 100, after: str | None = None) -> FilesResponse:
+        if limit < 1:
+            body = ErrorResponse(error="invalid_request", detail="limit must be at least 1")
+            return JSONResponse(body.model_dump(), status_code=422)  # type: ignore[return-value]
+        ordered = sorted(state().files, key=lambda f: f.path)
+        rest = [f for f in ordered if after is None or f.path > after]
+        page = rest[:limit]
+        more = len(rest) > limit
+        return FilesResponse(
+            peer_id=PEER_ID,
+            files=page,
+            total=len(ordered),
+            next_after=page[-1].path if more else None,
+        )
+
+    @app.get("/search")
+    async def search(
+        query: str, fanout: int | None = None, timeout_ms: int | None = None
+    ) -> SearchResponse:
+        current = state()
+        hits = [h for h in current.hits if query.lower() in h.name.lower()]
+        answered = sorted({PEER_ID, *(h.peer_id for h in hits)})
+        return SearchResponse(
+            query=query,
+            query_id="q-1",
+            peer_id=PEER_ID,
+            hits=hits,
+            peers_answered=answered,
+            peers_failed=current.failed,
+            partial=bool(current.failed),
+            truncated=current.truncated,
+            took_ms=3.0,
+        )
+
+    @app.post("/register")
+    async def register(body: RegisterRequest) -> RegisterResponse:
+        registered = PeerInfo(
+            peer_id="peer9", url=body.url, state="alive", last_seen=1.7e9, friend=False
+        )
+        return RegisterResponse(
+            registered=registered,
+            peer_id=PEER_ID,
+            url="http://127.0.0.1:8001",
+            peers=[registered],
+        )
+
+    @app.post("/bootstrap")
+    async def bootstrap() -> BootstrapResponse:
+        return BootstrapResponse(
+            ok=True,
+            friend="http://127.0.0.1:8002",
+            friend_peer_id="peer2",
+            tried=["http://127.0.0.1:8002"],
+            learned=2,
+        )
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def _directory_server() -> Iterator[tuple[str, dict[str, DirectoryState]]]:
+    holder = {"state": DirectoryState()}
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        build_directory_app(holder), log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the fake directory did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}", holder
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def directory(_directory_server: tuple[str, dict[str, DirectoryState]]) -> Directory:
+    url, holder = _directory_server
+    holder["state"] = DirectoryState()
+    return Directory(url=url, state=holder["state"])
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+@dataclass
+class Upload:
+    name: str
+    bytes: int
+    chunks: int
+    crc: int
+    offsets_ok: bool
+
+
+class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
+    """Streams zero bytes for names in `files`; counts and checksums uploads."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, int] = {"hello3.txt": 6, "big.bin": 10_000}
+        self.default_chunk = 4096
+        self.bad_offsets = False
+        self.corrupt_checksum = False
+        self.upload_cap: int | None = None
+        self.requests: list[Any] = []
+        self.uploads: list[Upload] = []
+
+    async def DummyDownload(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        self.requests.append(request)
+        if "/" in request.name or not request.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name must not be a path")
+        if request.name not in self.files:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no file named {request.name!r}")
+        size = self.files[request.name]
+        end = size if request.length == 0 else min(size, request.offset + request.length)
+        chunk = request.chunk_size or self.default_chunk
+        offset = request.offset
+        first = True
+        while offset < end:
+            count = min(chunk, end - offset)
+            yield transfer_pb2.FileChunk(
+                data=bytes(count),
+                offset=offset + (1 if self.bad_offsets and not first else 0),
+                name=request.name if first else "",
+            )
+            offset += count
+            first = False
+
+    async def DummyUpload(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        received = chunks = crc = 0
+        name = ""
+        offsets_ok = True
+        async for chunk in request_iterator:
+            if chunks == 0:
+                name = chunk.name
+            offsets_ok = offsets_ok and chunk.offset == received
+            received += len(chunk.data)
+            chunks += 1
+            crc = zlib.crc32(chunk.data, crc)
+            if self.upload_cap is not None and received > self.upload_cap:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"upload exceeds {self.upload_cap} bytes"
+                )
+        self.uploads.append(Upload(name, received, chunks, crc, offsets_ok))
+        reported = crc ^ 1 if self.corrupt_checksum else crc
+        return transfer_pb2.UploadStatus(
+            ok=True,
+            bytes_received=received,
+            chunks=chunks,
+            checksum=f"crc32:{reported:08x}",
+            message="received",
+            name=name,
+        )
+
+
+@dataclass
+class Transfer:
+    address: str
+    servicer: FakeTransfer
+
+
+async def _serve_transfer(options: list[tuple[str, Any]]) -> AsyncIterator[Transfer]:
+    server = grpc.aio.server(options=options)
+    servicer = FakeTransfer()
+    transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield Transfer(address=f"127.0.0.1:{port}", servicer=servicer)
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+async def transfer() -> AsyncIterator[Transfer]:
+    """A transfer server that accepts the client's largest chunks."""
+    options = [
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+    ]
+    async for served in _serve_transfer(options):
+        yield served
+
+
+@pytest.fixture
+async def transfer_default_limits() -> AsyncIterator[Transfer]:
+    """A transfer server left at gRPC's default 4 MiB message limit."""
+    async for served in _serve_transfer([]):
+        yield served
+
+
+@pytest.fixture
+def dead_port() -> int:
+    """A local port with no listener (connection refused)."""
+    return closed_port()
+
+
+@pytest.fixture
+def hit() -> Callable[..., SearchHit]:
+    """Factory of search hits: `hit(name, peer_id, grpc_address, size=6)`."""
+    return make_hit

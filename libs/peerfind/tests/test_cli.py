@@ -1,0 +1,435 @@
+"""The `peerfind` command, driven by typer's CliRunner, `main()` and the installed script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from peerfind import __version__
+from peerfind import cli as cli_module
+from peerfind.api import FailedPeer, FileInfo, SearchHit
+from peerfind.cli import app, main, parse_size
+from peerfind.config import DEFAULT_CHUNK_SIZE
+
+HitFactory = Callable[..., SearchHit]
+SCRIPT = Path(sys.executable).with_name("peerfind")
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    runner = CliRunner(env={"COLUMNS": "200", "PEERFIND_PEER": None, **(env or {})})
+    return runner.invoke(app, list(args))
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as caught:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = caught.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def assert_one_error_line(err: str, start: str = "peerfind: ") -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(start), err
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("1048576", 1048576),
+        ("10MiB", 10 * 1024**2),
+        ("1GiB", 1024**3),
+        ("500kB", 500_000),
+        ("500KB", 500_000),
+        ("4K", 4096),
+        ("1.5KiB", 1536),
+        ("2 MB", 2_000_000),
+        ("7b", 7),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "10XB", "-5", "1.5", "0.0001kB", "1e6", "10 MiB s"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"peerfind {__version__}"
+
+
+def test_installed_script_version_and_unreachable_peer(dead_port: int) -> None:
+    done = subprocess.run(
+        [str(SCRIPT), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"peerfind {__version__}")
+    done = subprocess.run(
+        [str(SCRIPT), "peers"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PEERFIND_PEER": f"http://127.0.0.1:{dead_port}", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"peerfind: cannot reach http://127.0.0.1:{dead_port}: connection refused\n"
+    )
+
+
+def test_main_without_arguments_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys)
+    assert code == 0
+    assert "download" in out
+    assert err == ""
+
+
+def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, "search")
+    assert code == 2
+    assert_one_error_line(err, "peerfind: Missing argument 'query'.")
+    assert "peerfind search --help" in err
+    assert out == ""
+
+
+def test_unknown_command_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(capsys, "fetch")
+    assert code == 2
+    assert_one_error_line(err, "peerfind: No such command 'fetch'")
+
+
+def test_bad_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, "upload", "--to", "127.0.0.1:1", "--size", "10XB")
+    assert code == 2
+    assert_one_error_line(err, "peerfind: --size: invalid size '10XB'")
+    assert out == ""
+    result = invoke("upload", "--to", "127.0.0.1:1", "--size", "ten")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr)
+
+
+def test_chunk_size_out_of_range_is_a_usage_error() -> None:
+    result = invoke("download", "x", "--chunk-size", "5MiB")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "peerfind: --chunk-size: 5242880 bytes is out of range")
+
+
+def test_invalid_file_name_is_a_usage_error() -> None:
+    result = invoke("download", "../etc/passwd")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "peerfind: invalid file name '../etc/passwd'")
+
+
+def test_invalid_peer_url_is_one_line() -> None:
+    result = invoke("health", "--peer", "ftp://peer")
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, "peerfind: invalid peer URL 'ftp://peer'")
+
+
+@pytest.mark.parametrize("command", ["health", "peers", "files", "search x", "download x.txt"])
+def test_unreachable_peer_exits_1_with_one_line(
+    capsys: pytest.CaptureFixture[str], dead_port: int, command: str
+) -> None:
+    url = f"http://127.0.0.1:{dead_port}"
+    code, out, err = run_main(capsys, *command.split(), "--peer", url)
+    assert code == 1
+    assert out == ""
+    assert err == f"peerfind: cannot reach {url}: connection refused\n"
+
+
+def test_peer_defaults_to_the_environment(dead_port: int) -> None:
+    url = f"http://127.0.0.1:{dead_port}"
+    result = invoke("health", env={"PEERFIND_PEER": url})
+    assert result.exit_code == 1
+    assert result.stderr == f"peerfind: cannot reach {url}: connection refused\n"
+
+
+def test_default_peer() -> None:
+    assert cli_module.DEFAULT_PEER == "http://127.0.0.1:8001"
+
+
+def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli_module, "locate", broken)
+    result = invoke("download", "x.txt")
+    assert result.exit_code == 1
+    assert result.stderr == "peerfind: unexpected error: RuntimeError: boom second line\n"
+
+
+def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "locate", interrupted)
+    result = invoke("download", "x.txt")
+    assert result.exit_code == 130
+    assert result.stderr == "peerfind: interrupted\n"
+
+
+def test_errors_outside_commands_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(work: Any) -> Any:
+        work.close()
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(cli_module, "_run", broken)
+    code, _, err = run_main(capsys, "health")
+    assert code == 1
+    assert err == "peerfind: unexpected error: OSError: disk on fire\n"
+
+
+# --------------------------------------------------------------------------- REST commands
+
+
+def test_health_json_and_table(directory: Any) -> None:
+    result = invoke("health", "--peer", directory.url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["peer_id"] == "peer1"
+    result = invoke("health", "--peer", directory.url)
+    assert result.exit_code == 0
+    assert "peer1 at http://127.0.0.1:8001" in result.stdout
+    assert "3 files, 1.2 kB" in result.stdout
+
+
+def test_peers_table(directory: Any) -> None:
+    from peerfind.api import PeerInfo
+
+    directory.state.peers = [
+        PeerInfo(
+            peer_id="peer2",
+            url="http://127.0.0.1:8002",
+            grpc_address="127.0.0.1:50052",
+            state="suspect",
+            last_seen=0,
+            friend=True,
+        ),
+    ]
+    result = invoke("peers", "--peer", directory.url)
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if "peer2" in line)
+    assert all(word in row for word in ("suspect", "127.0.0.1:50052", "never", "yes"))
+    assert "1 peer(s)" in result.stdout
+    data = json.loads(invoke("peers", "--peer", directory.url, "--json").stdout)
+    assert data["peers"][0]["state"] == "suspect"
+
+
+def test_files_table_shows_the_next_page(directory: Any) -> None:
+    directory.state.files = [
+        FileInfo(
+            name=f"[bold]{n}",
+            path=f"d/[bold]{n}",
+            size=2000,
+            mtime=0,
+            peer_id="peer1",
+            rest_url="http://127.0.0.1:8001",
+            grpc_address="127.0.0.1:50051",
+        )
+        for n in "abc"
+    ]
+    result = invoke("files", "--peer", directory.url, "--limit", "2")
+    assert result.exit_code == 0
+    assert "[bold]a" in result.stdout  # data is never read as rich markup
+    assert "2.0 kB" in result.stdout
+    assert "2 of 3 file(s)" in result.stdout
+    assert 'more: --after "d/[bold]b"' in result.stdout
+    data = json.loads(
+        invoke("files", "--peer", directory.url, "--json", "--after", "d/[bold]b").stdout
+    )
+    assert [f["name"] for f in data["files"]] == ["[bold]c"]
+    assert data["next_after"] is None
+
+
+def test_search_table_and_partial_line(directory: Any, hit: HitFactory) -> None:
+    directory.state.hits = [hit("hello3.txt", "peer3", "127.0.0.1:50053", size=6)]
+    directory.state.failed = [FailedPeer(peer_id="peer4", url="http://x:1", error="timed out")]
+    result = invoke("search", "hello", "--peer", directory.url, "--fanout", "2")
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if "hello3.txt" in line)
+    assert all(word in row for word in ("6 bytes", "peer3", "127.0.0.1:50053"))
+    assert "1 hit(s) from 2 peer(s)" in result.stdout
+    assert "partial: peer4 (timed out)" in result.stdout
+    assert directory.state.requests[-1][2] == {"query": "hello", "fanout": "2"}
+
+
+def test_search_json(directory: Any, hit: HitFactory) -> None:
+    directory.state.hits = [hit("hello3.txt", "peer3", "127.0.0.1:50053")]
+    result = invoke("search", "hello", "--peer", directory.url, "--json", "--timeout-ms", "900")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["hits"][0]["grpc_address"] == "127.0.0.1:50053"
+    assert data["partial"] is False
+    assert directory.state.requests[-1][2]["timeout_ms"] == "900"
+
+
+def test_search_error_detail_is_one_line(directory: Any) -> None:
+    body = {"error": "invalid_request", "detail": "fanout must be\nat most 8"}
+    directory.state.override["/search"] = (422, json.dumps(body))
+    result = invoke("search", "x", "--peer", directory.url)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"peerfind: fanout must be at most 8 (HTTP 422 from {directory.url})\n"
+    )
+
+
+# --------------------------------------------------------------------------- gRPC commands
+
+
+async def invoke_async(*args: str) -> Result:
+    """Run the CLI in a worker thread: its asyncio.run must not share the test's loop."""
+    return await asyncio.to_thread(invoke, *args)
+
+
+async def test_download_prints_the_summary(directory: Any, transfer: Any, hit: HitFactory) -> None:
+    directory.state.hits = [hit("hello3.txt", "peer3", transfer.address, size=6)]
+    result = await invoke_async("download", "hello3.txt", "--peer", directory.url)
+    assert result.exit_code == 0, result.output
+    pattern = (
+        rf"^downloaded hello3\.txt from peer3 \({re.escape(transfer.address)}\): "
+        r"6 bytes in 1 chunks, \d+\.\d\d s, \d+\.\d\d MB/s$"
+    )
+    assert re.match(pattern, result.stdout.strip()), result.stdout
+    assert result.stderr == ""
+
+
+async def test_download_from_a_chosen_owner_as_json(
+    directory: Any, transfer: Any, hit: HitFactory
+) -> None:
+    directory.state.hits = [
+        hit("big.bin", "peer2", "127.0.0.1:1", size=10_000),
+        hit("big.bin", "peer3", transfer.address, size=10_000),
+    ]
+    result = await invoke_async(
+        "download",
+        "big.bin",
+        "--peer",
+        directory.url,
+        "--from-peer",
+        "peer3",
+        "--chunk-size",
+        "4KiB",
+        "--json",
+        "--fanout",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["peer_id"] == "peer3"
+    assert data["address"] == transfer.address
+    assert (data["bytes"], data["chunks"], data["expected_bytes"]) == (10_000, 3, 10_000)
+    assert transfer.servicer.requests[-1].chunk_size == 4096
+
+
+async def test_download_notes_a_size_that_differs_from_the_index(
+    directory: Any, transfer: Any, hit: HitFactory
+) -> None:
+    directory.state.hits = [hit("hello3.txt", "peer3", transfer.address, size=9)]
+    result = await invoke_async("download", "hello3.txt", "--peer", directory.url)
+    assert result.exit_code == 0
+    assert result.stdout.strip().endswith("(the index listed 9 bytes)")
+
+
+async def test_download_of_an_unknown_name(directory: Any, hit: HitFactory) -> None:
+    directory.state.hits = [hit("hello3.txt.old", "peer3", "127.0.0.1:1")]
+    result = await invoke_async("download", "hello3.txt", "--peer", directory.url)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"peerfind: no peer in reach has 'hello3.txt' (searched via {directory.url})\n"
+    )
+    assert result.stdout == ""
+
+
+async def test_download_from_a_peer_that_lost_the_file(
+    directory: Any, transfer: Any, hit: HitFactory
+) -> None:
+    directory.state.hits = [hit("gone.txt", "peer3", transfer.address)]
+    result = await invoke_async("download", "gone.txt", "--peer", directory.url)
+    assert result.exit_code == 1
+    assert result.stderr == "peerfind: NOT_FOUND: no file named 'gone.txt'\n"
+
+
+async def test_download_from_an_unknown_owner(directory: Any, hit: HitFactory) -> None:
+    directory.state.hits = [hit("a.txt", "peer3", "127.0.0.1:1")]
+    result = await invoke_async("download", "a.txt", "--peer", directory.url, "--from-peer", "p9")
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, "peerfind: peer 'p9' does not hold 'a.txt'")
+
+
+async def test_upload_to_a_grpc_address(transfer: Any) -> None:
+    result = await invoke_async(
+        "upload",
+        "--to",
+        transfer.address,
+        "--size",
+        "10KiB",
+        "--chunk-size",
+        "4KiB",
+        "--name",
+        "bench",
+    )
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip()
+    assert line.startswith(f"uploaded 10240 bytes to {transfer.address} in 3 chunks")
+    assert line.endswith("verified: yes")
+    seen = transfer.servicer.uploads[-1]
+    assert (seen.name, seen.bytes, seen.chunks) == ("bench", 10240, 3)
+
+
+async def test_upload_through_a_peer_url_as_json(directory: Any, transfer: Any) -> None:
+    directory.advertise(transfer.address)
+    result = await invoke_async("upload", "--to", directory.url, "--size", "3MB", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["address"] == transfer.address
+    assert data["verified"] is True
+    assert data["bytes_sent"] == 3_000_000
+    assert data["chunks_sent"] == -(-3_000_000 // DEFAULT_CHUNK_SIZE)
+    assert data["receipt"]["bytes_received"] == 3_000_000
+
+
+async def test_upload_with_a_checksum_mismatch_fails(transfer: Any) -> None:
+    transfer.servicer.corrupt_checksum = True
+    result = await invoke_async("upload", "--to", transfer.address, "--size", "1000")
+    assert result.exit_code == 1
+    assert result.stdout.strip().endswith("verified: no")
+    assert_one_error_line(result.stderr, "peerfind: checksum mismatch: sent 1000 bytes")
+
+
+async def test_upload_to_a_closed_port(dead_port: int) -> None:
+    result = await invoke_async("upload", "--to", f"127.0.0.1:{dead_port}", "--size", "1")
+    assert result.exit_code == 1
+    assert result.stderr == f"peerfind: cannot reach 127.0.0.1:{dead_port}: connection refused\n"
+
+
+def test_search_query_is_never_read_as_markup(directory: Any, hit: HitFactory) -> None:
+    directory.state.hits = [hit("[red]x", "peer3", "127.0.0.1:50053")]
+    result = invoke("search", "[red]", "--peer", directory.url)
+    assert result.exit_code == 0
+    assert "'[red]' via peer1" in result.stdout
+    assert "[red]x" in result.stdout

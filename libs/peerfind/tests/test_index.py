@@ -1,0 +1,127 @@
+"""The SQLite index: one writer, readers that never see half a rescan."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from peerfind.errors import InvalidNameError
+from peerfind.index import FileEntry, IndexReader, IndexWriter, validate_file_name
+
+
+def entry(path: str, size: int = 1, mtime: float = 1.0) -> FileEntry:
+    return FileEntry(path=path, name=path.rsplit("/", 1)[-1], size=size, mtime=mtime)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "index.sqlite3"
+
+
+def test_missing_database_reads_as_empty_and_unavailable(db: Path) -> None:
+    reader = IndexReader(db)
+    assert reader.search("abc", 10) == []
+    assert reader.lookup("x") is None
+    assert reader.stats().available is False
+    IndexWriter(db).replace_all([entry("late.txt")])
+    assert [e.name for e in reader.search("late", 10)] == ["late.txt"]  # opens once it exists
+
+
+def test_replace_all_diffs_and_counts(db: Path) -> None:
+    writer = IndexWriter(db)
+    first = writer.replace_all([entry("a.txt", 1), entry("d/b.txt", 2), entry("c.bin", 3)])
+    assert (first.added, first.updated, first.removed) == (3, 0, 0)
+    second = writer.replace_all([entry("a.txt", 10), entry("c.bin", 3), entry("e.txt", 5)])
+    assert (second.added, second.updated, second.removed) == (1, 1, 1)
+    reader = IndexReader(db)
+    assert [(e.path, e.size) for e in reader.list(10)] == [("a.txt", 10), ("c.bin", 3), ("e.txt", 5)]
+    stats = reader.stats()
+    assert (stats.files, stats.bytes) == (3, 18)
+    assert stats.last_scan_at > 0
+
+
+def test_search_substring_case_insensitive_and_short(db: Path) -> None:
+    writer = IndexWriter(db)
+    writer.replace_all([entry("Hello1.TXT"), entry("x/hello2.txt"), entry("b.bin"), entry("100%_done")])
+    reader = IndexReader(db)
+    assert sorted(e.name for e in reader.search("hello", 10)) == ["Hello1.TXT", "hello2.txt"]
+    assert sorted(e.name for e in reader.search(".txt", 10)) == ["Hello1.TXT", "hello2.txt"]
+    assert [e.name for e in reader.search("B", 10)] == ["b.bin"]
+    assert [e.name for e in reader.search("%_", 10)] == ["100%_done"]  # LIKE wildcards escaped
+    assert [e.name for e in reader.search('%_d', 10)] == ["100%_done"]
+    assert reader.search('"', 10) == []
+    assert reader.search('a"b', 10) == []  # FTS quoting does not break
+    assert len(reader.search("l", 1)) == 1
+
+
+def test_upsert_remove_and_folder_removal(db: Path) -> None:
+    writer = IndexWriter(db)
+    writer.replace_all([entry("dir/a.txt"), entry("dir/sub/b.txt"), entry("dirx/c.txt")])
+    writer.upsert([entry("dir/a.txt", size=99), entry("new.txt")])
+    reader = IndexReader(db)
+    assert reader.lookup("a.txt").size == 99  # type: ignore[union-attr]
+    assert writer.remove(["dir"]) == 2
+    assert [e.path for e in reader.list(10)] == ["dirx/c.txt", "new.txt"]  # prefix is exact
+
+
+def test_lookup_is_deterministic_for_duplicate_names(db: Path) -> None:
+    IndexWriter(db).replace_all([entry("z/same.txt", 2), entry("a/same.txt", 1)])
+    assert IndexReader(db).lookup("same.txt").path == "a/same.txt"  # type: ignore[union-attr]
+
+
+def test_reader_is_read_only(db: Path) -> None:
+    IndexWriter(db).replace_all([entry("a.txt")])
+    reader = IndexReader(db)
+    reader.stats()
+    conn = reader._conn()
+    assert conn is not None
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("DELETE FROM files")
+
+
+def test_readers_never_see_half_a_rescan(db: Path) -> None:
+    writer = IndexWriter(db)
+    old = [entry(f"old/{i}.txt") for i in range(2000)]
+    new = [entry(f"new/{i}.txt") for i in range(2000)]
+    writer.replace_all(old)
+    reader = IndexReader(db)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.add(len(reader.list(5000)))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for _ in range(5):
+            writer.replace_all(new)
+            writer.replace_all(old)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen == {2000}
+
+
+def test_writer_rebuilds_an_index_of_another_schema_version(db: Path) -> None:
+    IndexWriter(db).replace_all([entry("a.txt")])
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version=99")
+    assert IndexReader(db).stats().available is False
+    IndexWriter(db).replace_all([entry("b.txt")])
+    assert [e.name for e in IndexReader(db).list(10)] == ["b.txt"]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "../x", "a\\b", "x\x00y", ".", "a" * 256, "a\nb"])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_file_name(name)
+
+
+@pytest.mark.parametrize("name", ["hello1.txt", ".hidden", "ñandú.md", "a b (1).pdf"])
+def test_valid_names(name: str) -> None:
+    assert validate_file_name(name) == name

@@ -1,0 +1,354 @@
+"""The indexer loop: full scans, the file watcher, the heartbeat and the safety-net rescan.
+
+    stop = asyncio.Event()
+    await run(settings, stop)       # returns once `stop` is set and the writer is closed
+
+One `Indexer` owns the peer's `IndexWriter`. Its tasks:
+
+- watcher: `watchfiles.awatch` (inotify) over the shared folder; each batch of
+  changes is reconciled path by path against what is on disk now (a set of
+  changes carries no order, so the current state decides): a file is upserted,
+  a directory (a tree moved in) is walked and its files upserted, anything gone
+  or no longer indexable is removed, with everything under it;
+- rescans: a full scan at start and every `rescan_interval_s` (or at once when
+  the watcher had to be restarted), written with `replace_all` in one transaction;
+- heartbeat: `IndexWriter.heartbeat()` every `heartbeat_interval(settings)` seconds,
+  so readers and `peerfind-indexer --check` can tell a live index from a stale one.
+
+Writes are serialized by one asyncio lock, so a full scan and a watcher batch
+never interleave: a batch that arrives during a scan waits (the watcher keeps
+collecting events meanwhile) and is applied after it, against the disk as it is
+then. The watcher is started before the first scan, so nothing created while
+that scan runs is missed. Walking and SQLite work run in threads, keeping the
+event loop free for the watcher and the heartbeat. A watcher failure is logged,
+the periodic rescan carries on, and the watcher is restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from indexer import metrics
+from indexer.scanner import Directory, ScanCancelled, Scanner, Skipped, SkipReason
+from peerfind.config import PeerSettings
+from peerfind.errors import ConfigError, IndexUnavailable
+from peerfind.index import FileEntry, IndexReader, IndexWriter, SyncStats
+
+__all__ = [
+    "SHUTDOWN_GRACE_S",
+    "BatchStats",
+    "Indexer",
+    "heartbeat_interval",
+    "run",
+    "shared_root",
+]
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+"""How long shutdown waits for running work (a scan, a batch) before cancelling it."""
+
+WATCH_DEBOUNCE_MS = 50
+WATCH_STEP_MS = 50
+_RESTART_MIN_S = 1.0
+_RESTART_MAX_S = 60.0
+_MAX_SKIP_WARNINGS = 50  # per scan or batch; the rest are summed up in one line
+
+
+def heartbeat_interval(settings: PeerSettings) -> float:
+    """Seconds between heartbeats: a third of the staleness limit, within [0.5, 2]."""
+    return max(0.5, min(2.0, settings.index_stale_after_s / 3))
+
+
+def shared_root(settings: PeerSettings) -> Path:
+    """The shared folder, or ConfigError naming the field if it is not a directory."""
+    path = settings.shared_dir
+    if not path.exists():
+        raise ConfigError(f"shared_dir: {path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"shared_dir: {path} is not a directory")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """What one batch of watcher changes did to the index."""
+
+    upserted: int
+    removed: int
+    skipped: int
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; True if it was set."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """`paths` without those under another of them (remove() takes the subtree too)."""
+    unique = set(paths)
+    kept = []
+    for path in sorted(unique):
+        head = path
+        while "/" in head:
+            head = head.rpartition("/")[0]
+            if head in unique:
+                break
+        else:
+            kept.append(path)
+    return kept
+
+
+class Indexer:
+    """The single writer of one peer's index: scans, watches and heartbeats."""
+
+    def __init__(self, settings: PeerSettings) -> None:
+        self.settings = settings
+        self.scanner = Scanner(shared_root(settings))
+        try:
+            self.writer = IndexWriter(settings.index_path)
+        except (OSError, sqlite3.Error) as exc:
+            raise IndexUnavailable(f"cannot open index {settings.index_path}: {exc}") from None
+        self.reader = IndexReader(settings.index_path)
+        self._write_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._rescan_requested = asyncio.Event()
+        self._warned: set[tuple[str, SkipReason]] = set()
+
+    def close(self) -> None:
+        """Close the writer (waits for a write in progress)."""
+        self.writer.close()
+
+    # Blocking work, run in a thread by the tasks below (and called directly by tests).
+
+    def full_scan(self) -> SyncStats | None:
+        """Walk the whole shared folder and make the index hold exactly that.
+
+        Returns None if the scan failed (logged and counted) or was cancelled.
+        """
+        started = time.perf_counter()
+        try:
+            result = self.scanner.scan(cancelled=self._stopping.is_set)
+            synced = self.writer.replace_all(result.entries)
+        except ScanCancelled:
+            logger.info("full scan cancelled: shutting down")
+            return None
+        except (OSError, sqlite3.Error) as exc:
+            metrics.SCANS.labels(result="error").inc()
+            logger.error("full scan of %s failed: %s", self.scanner.root, exc)
+            return None
+        elapsed = time.perf_counter() - started
+        metrics.SCAN_DURATION.observe(elapsed)
+        metrics.SCANS.labels(result="ok").inc()
+        metrics.LAST_SCAN_TIMESTAMP.set(time.time())
+        self._report_skips(result.skipped, full=True)
+        self._refresh_totals()
+        logger.info(
+            "full scan: %d files indexed (%d added, %d updated, %d removed), %d skipped, %.2f s",
+            synced.files,
+            synced.added,
+            synced.updated,
+            synced.removed,
+            len(result.skipped),
+            elapsed,
+        )
+        return synced
+
+    def apply_changes(self, changes: Iterable[tuple[Change, str]]) -> BatchStats:
+        """Bring the index in line with the disk for every path in a watcher batch."""
+        paths: set[str] = set()
+        deleted: set[str] = set()
+        for change, path in changes:
+            metrics.WATCH_EVENTS.labels(kind=change.name).inc()
+            paths.add(path)
+            if change == Change.deleted:
+                deleted.add(path)
+        upserts: dict[str, FileEntry] = {}
+        removes: list[str] = []
+        skipped: list[Skipped] = []
+        for path in sorted(paths):
+            found = self.scanner.probe(path)
+            if isinstance(found, FileEntry):
+                upserts[found.path] = found
+            elif isinstance(found, Directory):
+                if path in deleted:
+                    removes.append(found.path)  # replaced by another tree: drop the old one
+                subtree = self.scanner.scan(found.path)
+                upserts.update((entry.path, entry) for entry in subtree.entries)
+                skipped.extend(subtree.skipped)
+            else:
+                rel = self.scanner.relative(path)
+                if rel:
+                    removes.append(rel)  # gone, or no longer indexable
+                if found is not None:
+                    skipped.append(found)
+        removed = self.writer.remove(_outermost(removes)) if removes else 0
+        upserted = self.writer.upsert(upserts.values())
+        self._report_skips(skipped, full=False)
+        self._refresh_totals()
+        logger.debug(
+            "applied %d paths: %d upserted, %d removed, %d skipped",
+            len(paths),
+            upserted,
+            removed,
+            len(skipped),
+        )
+        return BatchStats(upserted=upserted, removed=removed, skipped=len(skipped))
+
+    def _refresh_totals(self) -> None:
+        try:
+            stats = self.reader.stats()
+        except IndexUnavailable as exc:
+            logger.warning("cannot read index totals: %s", exc)
+            return
+        if stats.available:
+            metrics.INDEXED_FILES.set(stats.files)
+            metrics.INDEXED_BYTES.set(stats.bytes)
+
+    def _report_skips(self, skipped: list[Skipped], *, full: bool) -> None:
+        """Count every skip; log each (path, reason) once while it persists.
+
+        A full scan forgets the skips it no longer sees, so a path that is fixed
+        and breaks again is logged again.
+        """
+        seen: set[tuple[str, SkipReason]] = set()
+        logged = 0
+        for item in skipped:
+            metrics.SKIPPED.labels(reason=item.reason.value).inc()
+            key = (item.path, item.reason)
+            if key in seen:
+                continue
+            seen.add(key)
+            if key in self._warned:
+                continue
+            logged += 1
+            if logged <= _MAX_SKIP_WARNINGS:
+                logger.warning("skipped %s: %s (%s)", item.path, item.reason.value, item.detail)
+        if logged > _MAX_SKIP_WARNINGS:
+            logger.warning(
+                "skipped %d more entries, not logged one by one", logged - _MAX_SKIP_WARNINGS
+            )
+        self._warned = seen if full else self._warned | seen
+
+    # The event-loop side.
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Scan, watch and heartbeat until `stop` is set; then stop every task."""
+        logger.info("indexing %s into %s", self.scanner.root, self.settings.index_path)
+        watcher = asyncio.create_task(self._watch(), name="indexer-watch")
+        # The watcher's first step sets up its inotify watches before it yields,
+        # so letting it run once here means the first scan cannot miss a change.
+        await asyncio.sleep(0)
+        tasks = [
+            watcher,
+            asyncio.create_task(self._heartbeats(), name="indexer-heartbeat"),
+            asyncio.create_task(self._rescans(), name="indexer-rescan"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            logger.info("stopping")
+            self._stopping.set()
+            self._rescan_requested.set()
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                logger.warning("task %s did not stop in time; cancelling it", task.get_name())
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def rescan(self) -> SyncStats | None:
+        """Run one full scan now (after any batch being applied)."""
+        async with self._write_lock:
+            if self._stopping.is_set():
+                return None
+            return await asyncio.to_thread(self.full_scan)
+
+    async def _apply(self, changes: set[tuple[Change, str]]) -> None:
+        async with self._write_lock:
+            if self._stopping.is_set():
+                return
+            try:
+                await asyncio.to_thread(self.apply_changes, changes)
+            except Exception:
+                logger.exception("applying %d changes failed; rescanning", len(changes))
+                self._rescan_requested.set()
+
+    async def _watch(self) -> None:
+        backoff = _RESTART_MIN_S
+        restarting = False
+        while not self._stopping.is_set():
+            if restarting:
+                # Changes made while no watcher ran are only found by a scan. Asked
+                # for here, it starts after the new watcher has set up its watches.
+                self._rescan_requested.set()
+            try:
+                async for changes in awatch(
+                    self.scanner.root,
+                    watch_filter=None,  # index what a full scan indexes (.git, *~, ...)
+                    recursive=True,
+                    debounce=WATCH_DEBOUNCE_MS,
+                    step=WATCH_STEP_MS,
+                    force_polling=False,
+                    ignore_permission_denied=True,  # an unreadable subfolder is a skip
+                    stop_event=self._stopping,
+                ):
+                    backoff = _RESTART_MIN_S
+                    await self._apply(changes)
+            except Exception:
+                logger.exception(
+                    "file watcher failed; periodic rescans go on; restarting it in %.0f s",
+                    backoff,
+                )
+            else:
+                if self._stopping.is_set():
+                    break
+                logger.warning("file watcher ended; restarting it in %.0f s", backoff)
+            restarting = True
+            await _wait(self._stopping, backoff)
+            backoff = min(backoff * 2, _RESTART_MAX_S)
+
+    async def _heartbeats(self) -> None:
+        interval = heartbeat_interval(self.settings)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.to_thread(self.writer.heartbeat)
+            except sqlite3.Error as exc:
+                logger.error("index heartbeat failed: %s", exc)
+            await _wait(self._stopping, interval)
+
+    async def _rescans(self) -> None:
+        while not self._stopping.is_set():
+            self._rescan_requested.clear()
+            try:
+                await self.rescan()
+            except Exception:
+                metrics.SCANS.labels(result="error").inc()
+                logger.exception("full scan failed")
+            await _wait(self._rescan_requested, self.settings.rescan_interval_s)
+
+
+async def run(settings: PeerSettings, stop: asyncio.Event) -> None:
+    """Index `settings.shared_dir` until `stop` is set, then close the index writer.
+
+    Raises ConfigError if the shared folder is not a directory, IndexUnavailable
+    if the index database cannot be opened.
+    """
+    indexer = Indexer(settings)
+    try:
+        await indexer.run(stop)
+    finally:
+        indexer.close()
+        logger.info("stopped")
