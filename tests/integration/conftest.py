@@ -22,7 +22,10 @@ def make_network(tmp_path: Path) -> Iterator[NetworkFactory]:
     nets: list[Devnet] = []
 
     def factory(specs: list[PeerSpec] | None = None, count: int = 3, **extra: Any) -> Devnet:
-        net = Devnet(tmp_path / f"net{len(nets)}", specs or build_specs(tmp_path / f"net{len(nets)}", count, **extra))
+        net = Devnet(
+            tmp_path / f"net{len(nets)}",
+            specs or build_specs(tmp_path / f"net{len(nets)}", count, **extra),
+        )
         nets.append(net)
         return net
 
@@ -39,4 +42,3 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     net = Devnet(root, build_specs(root))
     with net.running():
         yield net
-

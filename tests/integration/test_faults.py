@@ -9,10 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import NetworkFactory, build_specs, get
 
 from peerfind.devnet import Devnet, free_port, wait_for
-
-from helpers import NetworkFactory, build_specs, get
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +36,9 @@ def test_killed_peer_gives_partial_results_is_pruned_and_found_again(
 
     # peer3 is nobody's friend but peer... it is no friend of peer1 or peer2: pruned after the TTL.
     wait_for(lambda: "peer3" not in peer_ids(p1), 15, what="peer1 to prune peer3")
-    wait_for(lambda: "peer3" not in peer_ids(net["peer2"].spec.url), 15,
-             what="peer2 to prune peer3")
+    wait_for(
+        lambda: "peer3" not in peer_ids(net["peer2"].spec.url), 15, what="peer2 to prune peer3"
+    )
     after = get(f"{p1}/search", query="hello", fanout=2)
     assert after["partial"] is False  # nobody left to fail
 
@@ -49,7 +49,9 @@ def test_killed_peer_gives_partial_results_is_pruned_and_found_again(
     assert [h["peer_id"] for h in found["hits"]] == ["peer3"]
 
 
-def test_primary_friend_down_bootstrap_uses_backup(make_network: NetworkFactory, tmp_path: Path) -> None:
+def test_primary_friend_down_bootstrap_uses_backup(
+    make_network: NetworkFactory, tmp_path: Path
+) -> None:
     specs = build_specs(tmp_path / "specs", count=3)
     # peer3: primary = peer2 (never started), backup = peer1
     net = make_network(specs=[specs[0], specs[2]])
@@ -87,12 +89,23 @@ def test_both_friends_down_peer_serves_its_own_files_and_retries(
 @pytest.mark.parametrize("service", ["directory.main", "transfer.main", "indexer.main"])
 def test_invalid_config_exits_2_with_one_line(tmp_path: Path, service: str) -> None:
     config = tmp_path / "bad.json"
-    config.write_text(json.dumps({
-        "peer_id": "p1", "shared_dir": str(tmp_path), "state_dir": str(tmp_path / "s"),
-        "rest_port": 70000,
-    }))
-    proc = subprocess.run([sys.executable, "-m", service], env={"PEER_CONFIG": str(config)},
-                          capture_output=True, text=True, timeout=60)
+    config.write_text(
+        json.dumps(
+            {
+                "peer_id": "p1",
+                "shared_dir": str(tmp_path),
+                "state_dir": str(tmp_path / "s"),
+                "rest_port": 70000,
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", service],
+        env={"PEER_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -109,13 +122,25 @@ def test_directory_port_taken_exits_nonzero(tmp_path: Path) -> None:
     blocker.listen()
     try:
         config = tmp_path / "peer.json"
-        config.write_text(json.dumps({
-            "peer_id": "p1", "host": host, "rest_port": port, "grpc_port": free_port(host),
-            "shared_dir": str(tmp_path), "state_dir": str(tmp_path / "s"),
-        }))
-        proc = subprocess.run([sys.executable, "-m", "directory.main"],
-                              env={"PEER_CONFIG": str(config)}, capture_output=True, text=True,
-                              timeout=60)
+        config.write_text(
+            json.dumps(
+                {
+                    "peer_id": "p1",
+                    "host": host,
+                    "rest_port": port,
+                    "grpc_port": free_port(host),
+                    "shared_dir": str(tmp_path),
+                    "state_dir": str(tmp_path / "s"),
+                }
+            )
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "directory.main"],
+            env={"PEER_CONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 1
         assert "Traceback" not in proc.stderr
         assert "cannot listen on" in proc.stderr

@@ -17,11 +17,10 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import get
 
 from peerfind.devnet import Devnet, wait_for
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
-
-from helpers import get
 
 pytestmark = pytest.mark.integration
 PEERS = ["peer1", "peer2", "peer3"]
@@ -93,8 +92,11 @@ def test_new_file_becomes_searchable(network: Devnet) -> None:
 
     wait_for(found, 10, what="the new file to be found through peer1")
     (spec.shared_dir / "fresh-arrival.txt").unlink()
-    wait_for(lambda: not get(f"{entry}/search", query="fresh-arrival")["hits"], 10,
-             what="the deleted file to disappear")
+    wait_for(
+        lambda: not get(f"{entry}/search", query="fresh-arrival")["hits"],
+        10,
+        what="the deleted file to disappear",
+    )
 
 
 async def _download(address: str, name: str, **kw: int) -> tuple[int, int]:
@@ -129,7 +131,9 @@ def test_download_streams_exactly_the_indexed_size(network: Devnet) -> None:
         ("", grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
-def test_download_errors_map_to_grpc_codes(network: Devnet, name: str, code: grpc.StatusCode) -> None:
+def test_download_errors_map_to_grpc_codes(
+    network: Devnet, name: str, code: grpc.StatusCode
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         asyncio.run(_download(network["peer3"].spec.grpc_address, name))
     assert info.value.code() == code
@@ -146,8 +150,11 @@ def test_upload_counts_and_checksums(network: Devnet) -> None:
 
             async def chunks():  # type: ignore[no-untyped-def]
                 for off in range(0, len(payload), 1024 * 1024):
-                    yield transfer_pb2.FileChunk(data=payload[off : off + 1024 * 1024], offset=off,
-                                                 name="it" if off == 0 else "")
+                    yield transfer_pb2.FileChunk(
+                        data=payload[off : off + 1024 * 1024],
+                        offset=off,
+                        name="it" if off == 0 else "",
+                    )
 
             return await stub.DummyUpload(chunks())
 
@@ -168,8 +175,13 @@ def test_transfer_health_and_reflection(network: Devnet) -> None:
     grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
     if not Path(grpcurl).exists():
         pytest.skip("grpcurl is not installed")
-    out = subprocess.run([grpcurl, "-plaintext", network["peer1"].spec.grpc_address, "list"],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [grpcurl, "-plaintext", network["peer1"].spec.grpc_address, "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "peerfind.v1.FileTransfer" in out
     assert "grpc.health.v1.Health" in out
 
@@ -199,19 +211,26 @@ def test_twenty_concurrent_searches_and_downloads(network: Devnet) -> None:
 def test_cli_search_and_download_through_another_peer(network: Devnet) -> None:
     entry = network["peer1"].spec.url
     env = {**os.environ, "PEERFIND_PEER": entry}
-    search = subprocess.run([*CLI, "search", "hello", "--json"], capture_output=True, text=True,
-                            timeout=60, env=env)
+    search = subprocess.run(
+        [*CLI, "search", "hello", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert search.returncode == 0, search.stderr
     body = json.loads(search.stdout)
     assert {h["peer_id"] for h in body["hits"]} == set(PEERS)
-    download = subprocess.run([*CLI, "download", "hello3.txt", "--json"], capture_output=True,
-                              text=True, timeout=60, env=env)
+    download = subprocess.run(
+        [*CLI, "download", "hello3.txt", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert download.returncode == 0, download.stderr
     summary = json.loads(download.stdout)
     assert summary["bytes"] == (network["peer3"].spec.shared_dir / "hello3.txt").stat().st_size
     assert network["peer3"].spec.grpc_address in json.dumps(summary)
-    missing = subprocess.run([*CLI, "download", "no-such-file.txt"], capture_output=True,
-                             text=True, timeout=60, env=env)
+    missing = subprocess.run(
+        [*CLI, "download", "no-such-file.txt"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert missing.returncode == 1
     assert missing.stderr.startswith("peerfind:")
     assert len(missing.stderr.strip().splitlines()) == 1

@@ -97,16 +97,32 @@ def test_no_config_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_fanout_and_ttl_defaults_clamped(tmp_path: Path) -> None:
     settings = PeerSettings(
-        peer_id="p", shared_dir=tmp_path, state_dir=tmp_path, default_fanout=9, max_fanout=3,
-        default_ttl=9, max_ttl=2,
+        peer_id="p",
+        shared_dir=tmp_path,
+        state_dir=tmp_path,
+        default_fanout=9,
+        max_fanout=3,
+        default_ttl=9,
+        max_ttl=2,
     )
     assert (settings.default_fanout, settings.default_ttl) == (3, 2)
 
 
 @pytest.mark.parametrize(
     "url",
-    ["", "x", "ftp://h", "http://", "http://h:0", "http://h:99999", "http://u:p@h", "http://h/p",
-     "http://h?q=1", "http://h#f", "http://" + "a" * 3000],
+    [
+        "",
+        "x",
+        "ftp://h",
+        "http://",
+        "http://h:0",
+        "http://h:99999",
+        "http://u:p@h",
+        "http://h/p",
+        "http://h?q=1",
+        "http://h#f",
+        "http://" + "a" * 3000,
+    ],
 )
 def test_validate_http_url_refuses(url: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011

@@ -37,7 +37,11 @@ def test_replace_all_diffs_and_counts(db: Path) -> None:
     second = writer.replace_all([entry("a.txt", 10), entry("c.bin", 3), entry("e.txt", 5)])
     assert (second.added, second.updated, second.removed) == (1, 1, 1)
     reader = IndexReader(db)
-    assert [(e.path, e.size) for e in reader.list(10)] == [("a.txt", 10), ("c.bin", 3), ("e.txt", 5)]
+    assert [(e.path, e.size) for e in reader.list(10)] == [
+        ("a.txt", 10),
+        ("c.bin", 3),
+        ("e.txt", 5),
+    ]
     stats = reader.stats()
     assert (stats.files, stats.bytes) == (3, 18)
     assert stats.last_scan_at > 0
@@ -45,13 +49,15 @@ def test_replace_all_diffs_and_counts(db: Path) -> None:
 
 def test_search_substring_case_insensitive_and_short(db: Path) -> None:
     writer = IndexWriter(db)
-    writer.replace_all([entry("Hello1.TXT"), entry("x/hello2.txt"), entry("b.bin"), entry("100%_done")])
+    writer.replace_all(
+        [entry("Hello1.TXT"), entry("x/hello2.txt"), entry("b.bin"), entry("100%_done")]
+    )
     reader = IndexReader(db)
     assert sorted(e.name for e in reader.search("hello", 10)) == ["Hello1.TXT", "hello2.txt"]
     assert sorted(e.name for e in reader.search(".txt", 10)) == ["Hello1.TXT", "hello2.txt"]
     assert [e.name for e in reader.search("B", 10)] == ["b.bin"]
     assert [e.name for e in reader.search("%_", 10)] == ["100%_done"]  # LIKE wildcards escaped
-    assert [e.name for e in reader.search('%_d', 10)] == ["100%_done"]
+    assert [e.name for e in reader.search("%_d", 10)] == ["100%_done"]
     assert reader.search('"', 10) == []
     assert reader.search('a"b', 10) == []  # FTS quoting does not break
     assert len(reader.search("l", 1)) == 1
@@ -116,7 +122,9 @@ def test_writer_rebuilds_an_index_of_another_schema_version(db: Path) -> None:
     assert [e.name for e in IndexReader(db).list(10)] == ["b.txt"]
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "..", "../x", "a\\b", "x\x00y", ".", "a" * 256, "a\nb"])
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "..", "../x", "a\\b", "x\x00y", ".", "a" * 256, "a\nb"]
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
         validate_file_name(name)

@@ -51,9 +51,12 @@ class FileTransferServicer:
     """Missing associated documentation comment in .proto file."""
 
     def DummyDownload(self, request, context):
-        """Streams exactly as many bytes as the named file has in the owner's index,
-        in chunks. Errors: INVALID_ARGUMENT (a name that looks like a path, or bad
-        offset/chunk size), NOT_FOUND (the name is not in the index).
+        """Streams exactly as many bytes as the named file has in the owner's index
+        (or the requested range), in chunks; zero bytes is an OK stream with no
+        chunk. Errors: INVALID_ARGUMENT (a name that looks like a path, or a bad
+        chunk size), NOT_FOUND (the name is not in the index), OUT_OF_RANGE (offset
+        beyond the file size), UNAVAILABLE (the owner has no readable index yet),
+        RESOURCE_EXHAUSTED (too many transfers in progress on the owner).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,7 +64,8 @@ class FileTransferServicer:
 
     def DummyUpload(self, request_iterator, context):
         """Receives a stream of chunks, counts and checksums them, persists nothing.
-        Errors: RESOURCE_EXHAUSTED past the server's upload byte cap.
+        Errors: RESOURCE_EXHAUSTED past the server's upload byte cap, or with too
+        many transfers in progress on the owner.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the transfer service, defined once.
+
+Counters are incremented once per stream, when it ends (also when it fails or
+is cancelled part-way: they count what actually went over the wire), so the
+per-chunk path does no metric work at all.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ACTIVE_STREAMS",
+    "BYTES_RECEIVED",
+    "BYTES_SENT",
+    "CHUNKS_RECEIVED",
+    "CHUNKS_SENT",
+    "RPCS",
+    "STREAM_DURATION",
+]
+
+BYTES_SENT = Counter(
+    "peerfind_transfer_bytes_sent_total",
+    "Payload bytes streamed to clients by DummyDownload.",
+)
+BYTES_RECEIVED = Counter(
+    "peerfind_transfer_bytes_received_total",
+    "Payload bytes received from clients by DummyUpload.",
+)
+CHUNKS_SENT = Counter(
+    "peerfind_transfer_chunks_sent_total",
+    "FileChunk messages streamed to clients by DummyDownload.",
+)
+CHUNKS_RECEIVED = Counter(
+    "peerfind_transfer_chunks_received_total",
+    "FileChunk messages received from clients by DummyUpload.",
+)
+ACTIVE_STREAMS = Gauge(
+    "peerfind_transfer_active_streams",
+    "Transfer RPCs in progress, by method.",
+    ["method"],
+)
+RPCS = Counter(
+    "peerfind_transfer_rpcs_total",
+    "Finished transfer RPCs by method and gRPC status code name (OK, NOT_FOUND, ...).",
+    ["method", "code"],
+)
+STREAM_DURATION = Histogram(
+    "peerfind_transfer_stream_duration_seconds",
+    "Wall time of a transfer RPC, from the handler's start to its end, by method.",
+    ["method"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
