@@ -14,7 +14,7 @@ __all__ = [
     "PEERS",
     "PRUNES",
     "REGISTRATIONS",
-    "SEARCHES_PARTIAL",
+    "SEARCHES_ANSWERED",
     "SEARCHES_RECEIVED",
     "SEARCH_DUPLICATES",
     "SEARCH_DURATION",
@@ -50,10 +50,11 @@ SEARCH_FORWARD_FAILURES = Counter(
     "peerfind_directory_search_forward_failures_total",
     "Forwarded searches that failed or missed their deadline.",
 )
-SEARCHES_PARTIAL = Counter(
-    "peerfind_directory_searches_partial_total",
-    "Searches answered with partial=true (some peer failed), by role.",
-    ["role"],
+SEARCHES_ANSWERED = Counter(
+    "peerfind_directory_searches_answered_total",
+    "Searches answered (duplicates excluded), by role and outcome: complete, or partial "
+    "when some peer failed or missed the deadline.",
+    ["role", "outcome"],
 )
 SEARCH_DUPLICATES = Counter(
     "peerfind_directory_search_duplicates_total",

@@ -233,8 +233,8 @@ class SearchRouter:
         metrics.SEARCH_HITS.inc(len(merged))
         metrics.SEARCH_PEERS_FAILED.observe(len(failed))
         metrics.SEARCH_DURATION.labels(role=role).observe(took)
-        if failed:
-            metrics.SEARCHES_PARTIAL.labels(role=role).inc()
+        outcome = "partial" if failed else "complete"
+        metrics.SEARCHES_ANSWERED.labels(role=role, outcome=outcome).inc()
         return SearchResponse(
             query=params.query,
             query_id=params.query_id,
