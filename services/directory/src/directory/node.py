@@ -6,6 +6,7 @@ Created once per app in the lifespan; routers reach it through `deps.NodeDep`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 
@@ -31,6 +32,14 @@ _TRANSFER_CHECK_TIMEOUT_S = 0.5
 _KEEPALIVE_EXPIRY_S = 4.0
 
 
+def _source_address(host: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return None if address.is_unspecified else str(address)
+
+
 class ForwardError(Exception):
     """A neighbour answered a forwarded search with an error status."""
 
@@ -40,14 +49,20 @@ class Node:
         self.settings = settings
         self.started_at = time.time()
         self.reader = IndexReader(settings.index_path)
+        limits = httpx.Limits(
+            max_connections=256,
+            max_keepalive_connections=64,
+            keepalive_expiry=_KEEPALIVE_EXPIRY_S,
+        )
         self.http = httpx.AsyncClient(
             timeout=settings.request_timeout_s,
             follow_redirects=False,
             trust_env=False,
-            limits=httpx.Limits(
-                max_connections=256,
-                max_keepalive_connections=64,
-                keepalive_expiry=_KEEPALIVE_EXPIRY_S,
+            limits=limits,
+            # Talk to peers from our own address (on a multi-address host, and
+            # on 127.0.0.x in tests, the source then says which peer is talking).
+            transport=httpx.AsyncHTTPTransport(
+                limits=limits, local_address=_source_address(settings.host)
             ),
         )
         self.table = PeerTable(
