@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .PHONY: help install proto check-proto lint fmt test test-unit test-integration \
-        local-up local-down local-status up down clean
+        bench local-up local-down local-status up down clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ test-unit: install ## Unit tests only
 
 test-integration: install ## Integration tests only
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
+
+bench: install ## Benchmarks against same-run baselines; writes bench/results/latest.json
+	$(PY) -m bench
 
 local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
 	$(PY) -m peerfind.devnet up --root $(LOCAL_ROOT)
