@@ -25,6 +25,7 @@ def settings(tmp_path: Path) -> PeerSettings:
         shared_dir=tmp_path / "shared",
         state_dir=tmp_path / "state",
         request_timeout_s=0.5,
+        peer_networks=["127.0.0.0/8"],
     )
 
 

@@ -142,3 +142,47 @@ def test_openapi_lists_the_seed_endpoints(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/health", "/register", "/bootstrap", "/peers", "/files", "/search"):
         assert path in paths
+
+
+def test_default_policy_refuses_loopback_registration(settings) -> None:  # type: ignore[no-untyped-def]
+    from directory.app import create_app
+
+    strict = settings.model_copy(update={"peer_networks": []})
+    with TestClient(create_app(strict)) as c:
+        body = assert_error(c.post("/register", json={"url": "http://127.0.0.1:9"}), 400)
+        assert body.error == "loopback"
+        assert "peer_networks" in body.detail
+        body = assert_error(c.post("/register", json={"url": "http://169.254.169.254"}), 400)
+        assert body.error == "link_local"
+        assert c.get("/peers").json()["peers"] == []
+
+
+def test_rate_limit_gives_429_with_retry_after(settings) -> None:  # type: ignore[no-untyped-def]
+    from directory.app import create_app
+
+    limited = settings.model_copy(update={"rate_limit_rps": 0.01, "rate_limit_burst": 2})
+    with TestClient(create_app(limited)) as c:
+        assert c.get("/search", params={"query": "x"}).status_code == 200
+        assert c.get("/search", params={"query": "x"}).status_code == 200
+        response = c.get("/search", params={"query": "x"})
+        assert_error(response, 429, "rate_limited")
+        assert int(response.headers["Retry-After"]) >= 1
+        assert c.get("/health").status_code == 200  # health is never limited
+
+
+def test_cluster_token_guards_peer_calls(settings) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import SecretStr
+
+    from directory.app import create_app
+
+    secured = settings.model_copy(update={"cluster_token": SecretStr("s3cret")})
+    with TestClient(create_app(secured)) as c:
+        assert_error(c.post("/register", json={"url": "http://127.0.0.1:9"}), 401, "unauthorized")
+        assert_error(c.post("/bootstrap"), 401)
+        assert_error(c.post("/bootstrap", headers={"X-Peerfind-Token": "wrong"}), 401)
+        forwarded = {"query": "x", "qid": "abcdefgh12", "sender": "p2"}
+        assert_error(c.get("/search", params=forwarded), 401)
+        ok = c.get("/search", params=forwarded, headers={"X-Peerfind-Token": "s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/search", params={"query": "x"}).status_code == 200  # clients need none
+        assert c.post("/bootstrap", headers={"X-Peerfind-Token": "s3cret"}).status_code == 200

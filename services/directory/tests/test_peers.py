@@ -112,3 +112,14 @@ def test_remembered_peers_round_trip(tmp_path: Path, clock: Clock) -> None:
     path.write_text("{not json")
     assert load_remembered(path) == []
     assert load_remembered(tmp_path / "missing.json") == []
+
+
+def test_per_network_bound(clock: Clock) -> None:
+    table = PeerTable("me", ttl_s=30, max_peers=10, clock=clock, max_per_network=2)
+    table.upsert("a", "http://10.0.0.1:1", network="10.0.0.0/24")
+    table.upsert("b", "http://10.0.0.2:1", network="10.0.0.0/24")
+    with pytest.raises(TableFullError, match=r"10\.0\.0\.0/24"):
+        table.upsert("c", "http://10.0.0.3:1", network="10.0.0.0/24")
+    table.upsert("d", "http://10.0.1.3:1", network="10.0.1.0/24")
+    table.upsert("a", "http://10.0.0.1:2", network="10.0.0.0/24")  # known peers refresh
+    assert len(table) == 3

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from peerfind.errors import ConfigError
@@ -110,6 +110,30 @@ class PeerSettings(BaseSettings):
     max_concurrent_streams: int = Field(64, ge=1, le=10000)
     rescan_interval_s: float = Field(60.0, gt=0, le=86400, description="Safety-net rescan.")
     index_stale_after_s: float = Field(15.0, gt=0, description="Index heartbeat age = stale.")
+    peer_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs peer URLs must resolve into; empty: any address but loopback, "
+        "link-local, multicast, unspecified and reserved ones (SSRF guard).",
+    )
+    resolve_hostnames: bool = Field(
+        True, description="Accept host names in peer URLs (false: IP literals only)."
+    )
+    max_peers_per_network: int = Field(
+        64, ge=1, le=100000, description="Bound on peers from one /24 (IPv4) or /64 (IPv6)."
+    )
+    rate_limit_rps: float = Field(
+        100.0, ge=0, description="Per-client requests/s on /search, /register, /bootstrap (0: off)."
+    )
+    rate_limit_burst: int = Field(200, ge=1, description="Per-client burst above the rate.")
+    cluster_token: SecretStr = Field(
+        SecretStr(""),
+        description="Shared secret peers must present to register, bootstrap and forward.",
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate for REST and gRPC.")
+    tls_key_file: Path | None = Field(None, description="PEM private key for REST and gRPC.")
+    tls_ca_file: Path | None = Field(
+        None, description="PEM CA: verifies peers' HTTPS, and requires client certs on gRPC."
+    )
     transfer_metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of transfer (0: off)."
     )
@@ -149,6 +173,16 @@ class PeerSettings(BaseSettings):
     def _host_ports(cls, value: str) -> str:
         return _validate_host_port(value) if value else ""
 
+    @field_validator("peer_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a CIDR network") from None
+        return value
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -173,6 +207,12 @@ class PeerSettings(BaseSettings):
         if not self.transfer_address:
             local = "127.0.0.1" if wildcard else reachable
             self.transfer_address = f"{local}:{self.grpc_port}"
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
         if self.peer_ttl_s <= self.heartbeat_interval_s:
             raise ValueError("peer_ttl_s must be larger than heartbeat_interval_s")
         self.default_fanout = min(self.default_fanout, self.max_fanout)
@@ -188,6 +228,11 @@ class PeerSettings(BaseSettings):
     def peers_path(self) -> Path:
         """Where the directory remembers known peers across restarts."""
         return self.state_dir / "peers.json"
+
+    @property
+    def tls(self) -> bool:
+        """REST and gRPC are served over TLS."""
+        return self.tls_cert_file is not None
 
     @property
     def friends(self) -> list[str]:

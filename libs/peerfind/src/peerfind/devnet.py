@@ -286,7 +286,8 @@ def standard_specs(
                 state_dir=root / "state" / f"peer{i + 1}",
                 friend_primary=primary,
                 friend_backup=backup,
-                extra=dict(extra or {}),
+                # Loopback peers: allowed explicitly, as the SSRF guard wants.
+                extra={"peer_networks": ["127.0.0.0/8"], **(extra or {})},
             )
         )
     return specs

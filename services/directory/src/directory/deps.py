@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from directory.errors import ApiError
+from directory.membership import TOKEN_HEADER
 from directory.node import Node
 
-__all__ = ["NodeDep"]
+__all__ = ["NodeDep", "PeerAuth", "RateLimited", "check_peer_token"]
 
 
 def _node(request: Request) -> Node:
@@ -17,3 +19,30 @@ def _node(request: Request) -> Node:
 
 
 NodeDep = Annotated[Node, Depends(_node)]
+
+
+def _rate_limited(request: Request, node: NodeDep) -> None:
+    client = request.client.host if request.client else "unknown"
+    wait = node.limiter.acquire(client)
+    if wait > 0:
+        retry = node.limiter.retry_after(wait)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests from {client}; retry in {retry} s",
+            headers={"Retry-After": retry},
+        )
+
+
+def check_peer_token(request: Request, node: Node) -> None:
+    """Refuse a peer-to-peer call without the cluster token (when one is configured)."""
+    if not node.token_ok(request.headers.get(TOKEN_HEADER)):
+        raise ApiError(401, "unauthorized", f"missing or wrong {TOKEN_HEADER} header")
+
+
+def _peer_auth(request: Request, node: NodeDep) -> None:
+    check_peer_token(request, node)
+
+
+RateLimited = Depends(_rate_limited)
+PeerAuth = Depends(_peer_auth)

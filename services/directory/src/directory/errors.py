@@ -20,8 +20,10 @@ logger = logging.getLogger(__name__)
 class ApiError(HTTPException):
     """An error with a machine-readable kind and a one-line detail."""
 
-    def __init__(self, status_code: int, error: str, detail: str) -> None:
-        super().__init__(status_code=status_code, detail=detail)
+    def __init__(
+        self, status_code: int, error: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
         self.error = error
 
 
@@ -50,6 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error = getattr(exc, "error", None) or {
             404: "not_found",
             405: "method_not_allowed",
+            429: "rate_limited",
         }.get(exc.status_code, "http_error")
         response = _json(exc.status_code, error, str(exc.detail))
         if exc.headers:

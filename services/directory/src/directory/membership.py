@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import time
@@ -31,15 +32,26 @@ from tenacity import (
 
 from directory import metrics
 from directory.peers import Peer, PeerTable, TableFullError, load_remembered, save_remembered
+from directory.urlguard import PeerUrlGuard, PinnedUrl, UrlRefused
 from peerfind.api import BootstrapResponse, RegisterResponse
 from peerfind.config import PeerSettings, validate_http_url
 
-__all__ = ["Membership", "RegistrationError"]
+__all__ = ["TOKEN_HEADER", "Membership", "RegistrationError", "network_of"]
 
 logger = logging.getLogger(__name__)
 
 _PEER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_INTRODUCTIONS = 16
+TOKEN_HEADER = "X-Peerfind-Token"  # noqa: S105 (a header name, not a secret)
+
+
+def network_of(address: str) -> str:
+    """The /24 (IPv4) or /64 (IPv6) an address belongs to: the unit of the per-network bound."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class RegistrationError(Exception):
@@ -78,21 +90,48 @@ def _short(exc: BaseException) -> str:
 class Membership:
     """Keeps the peer table true: who we know, and who knows us."""
 
-    def __init__(self, settings: PeerSettings, table: PeerTable, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: PeerSettings,
+        table: PeerTable,
+        http: httpx.AsyncClient,
+        guard: PeerUrlGuard | None = None,
+    ) -> None:
         self.settings = settings
         self.table = table
         self.http = http
+        self.guard = guard or PeerUrlGuard(
+            settings.peer_networks, resolve_hostnames=settings.resolve_hostnames
+        )
+        token = settings.cluster_token.get_secret_value()
+        self.auth_headers: dict[str, str] = {TOKEN_HEADER: token} if token else {}
         self._last_bootstrap = 0.0
         self._bootstrap_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- contacts ---------------------------------------------------------
 
-    async def verify(self, url: str) -> tuple[str, str]:
-        """GET url/health and return (peer_id, grpc_address). Raises RegistrationError."""
+    @staticmethod
+    def _target(url: str, pinned: PinnedUrl | None) -> tuple[str, dict[str, str], dict[str, str]]:
+        """Where to connect, the Host header and the TLS server name for a (pinned) URL."""
+        if pinned is None:
+            return url, {}, {}
+        sni = {"sni_hostname": pinned.host} if pinned.scheme == "https" else {}
+        return pinned.base, {"Host": pinned.host_header}, sni
+
+    async def verify(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
+        """GET url/health and return (peer_id, grpc_address). Raises RegistrationError.
+
+        With `pinned`, the call goes to the address the guard checked.
+        """
+        base, headers, extensions = self._target(url, pinned)
         try:
             response = await self.http.get(
-                f"{url}/health", timeout=self.settings.request_timeout_s, follow_redirects=False
+                f"{base}/health",
+                headers=headers,
+                extensions=extensions,
+                timeout=self.settings.request_timeout_s,
+                follow_redirects=False,
             )
         except httpx.HTTPError as exc:
             raise RegistrationError(
@@ -112,6 +151,13 @@ class Membership:
         grpc_address = body.get("grpc_address", "")
         return peer_id, grpc_address if isinstance(grpc_address, str) else ""
 
+    async def guard_url(self, url: str) -> PinnedUrl:
+        """The SSRF check for a URL someone else gave us. Raises RegistrationError."""
+        try:
+            return await self.guard.check(url)
+        except UrlRefused as exc:
+            raise RegistrationError(exc.reason, str(exc)) from None
+
     async def register(self, url: str) -> Peer:
         """Handle an incoming POST /register: verify the URL answers as a peer, add it."""
         try:
@@ -123,17 +169,18 @@ class Membership:
             metrics.REGISTRATIONS.labels(result="refused", reason="self").inc()
             raise RegistrationError("self", "a peer cannot register itself", 409)
         try:
-            peer_id, grpc_address = await self.verify(url)
-            peer = self._admit(peer_id, url, grpc_address)
+            pinned = await self.guard_url(url)
+            peer_id, grpc_address = await self.verify(url, pinned)
+            peer = self._admit(peer_id, url, grpc_address, network_of(pinned.address))
         except RegistrationError as exc:
             metrics.REGISTRATIONS.labels(result="refused", reason=exc.reason).inc()
             raise
         metrics.REGISTRATIONS.labels(result="accepted", reason="ok").inc()
         return peer
 
-    def _admit(self, peer_id: str, url: str, grpc_address: str) -> Peer:
+    def _admit(self, peer_id: str, url: str, grpc_address: str, network: str | None = None) -> Peer:
         try:
-            peer, added = self.table.upsert(peer_id, url, grpc_address)
+            peer, added = self.table.upsert(peer_id, url, grpc_address, network=network)
         except ValueError:
             raise RegistrationError(
                 "self", "that URL answers with this peer's own id", 409
@@ -145,11 +192,14 @@ class Membership:
             self._changed()
         return peer
 
-    async def announce(self, url: str) -> RegisterResponse:
+    async def announce(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
         """POST url/register {self_url}: ask a peer to add us. Returns its answer."""
+        base, headers, extensions = self._target(url, pinned)
         response = await self.http.post(
-            f"{url}/register",
+            f"{base}/register",
             json={"url": self.settings.self_url},
+            headers={**headers, **self.auth_headers},
+            extensions=extensions,
             timeout=self.settings.request_timeout_s * 2 + 1,
             follow_redirects=False,
         )
@@ -168,8 +218,9 @@ class Membership:
     async def introduce(self, url: str) -> None:
         """Meet a peer learned second-hand: register with it, add it from its answer."""
         try:
-            answer = await self.announce(url)
-            self._admit(answer.peer_id, url, answer.grpc_address)
+            pinned = await self.guard_url(url)
+            answer = await self.announce(url, pinned)
+            self._admit(answer.peer_id, url, answer.grpc_address, network_of(pinned.address))
         except (httpx.HTTPError, _Retryable, RegistrationError) as exc:
             logger.info("could not introduce ourselves to %s: %s", url, _short(exc))
 

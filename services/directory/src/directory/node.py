@@ -6,6 +6,7 @@ Created once per app in the lifespan; routers reach it through `deps.NodeDep`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import time
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from directory.membership import Membership
 from directory.peers import Peer, PeerTable
+from directory.ratelimit import RateLimiter
 from directory.search import SearchParams, SearchRouter
 from peerfind import __version__
 from peerfind.api import HealthResponse, IndexHealth, SearchResponse, TransferHealth
@@ -70,6 +72,7 @@ class Node:
             ttl_s=settings.peer_ttl_s,
             max_peers=settings.max_peers,
             friend_urls=settings.friends,
+            max_per_network=settings.max_peers_per_network,
         )
         self.membership = Membership(settings, self.table, self.http)
         self.router = SearchRouter(
@@ -81,6 +84,8 @@ class Node:
             forward=self.forward,
             max_results=settings.max_results,
         )
+        self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+        self._token = settings.cluster_token.get_secret_value().encode()
         self._channel: grpc.aio.Channel | None = None
         self._transfer_ok = False
         self._transfer_checked = 0.0
@@ -102,6 +107,12 @@ class Node:
         if self._channel is not None:
             await self._channel.close(grace=None)
 
+    def token_ok(self, presented: str | None) -> bool:
+        """True when no cluster token is set, or `presented` matches it (constant time)."""
+        if not self._token:
+            return True
+        return presented is not None and hmac.compare_digest(presented.encode(), self._token)
+
     # -- search -----------------------------------------------------------
 
     async def local_search(self, query: str, limit: int) -> list[FileEntry]:
@@ -118,6 +129,7 @@ class Node:
                 "qid": params.query_id,
                 "sender": params.sender or "",
             },
+            headers=self.membership.auth_headers,
             timeout=params.timeout_s,
         )
         if response.status_code != 200:

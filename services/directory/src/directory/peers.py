@@ -42,6 +42,7 @@ class Peer:
     state: PeerState = "alive"
     last_seen: float = 0.0
     failures: int = 0
+    network: str | None = None  # /24 or /64 it was admitted from (None: friend or memory)
 
     def info(self) -> PeerInfo:
         return PeerInfo(
@@ -64,10 +65,12 @@ class PeerTable:
         max_peers: int,
         friend_urls: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        max_per_network: int | None = None,
     ) -> None:
         self.self_id = self_id
         self.ttl_s = ttl_s
         self.max_peers = max_peers
+        self.max_per_network = max_per_network or max_peers
         self.friend_urls = {u.rstrip("/") for u in friend_urls if u}
         self._clock = clock
         self._peers: dict[str, Peer] = {}
@@ -89,14 +92,20 @@ class PeerTable:
         return url.rstrip("/") in self.friend_urls
 
     def upsert(
-        self, peer_id: str, url: str, grpc_address: str = "", *, seen: bool = True
+        self,
+        peer_id: str,
+        url: str,
+        grpc_address: str = "",
+        *,
+        seen: bool = True,
+        network: str | None = None,
     ) -> tuple[Peer, bool]:
         """Add or refresh a peer verified at `url`. Returns (peer, was_added).
 
         A peer id that moved to a new URL is updated in place; a URL that now
         answers with another peer id replaces the old entry. Raises ValueError
-        for our own id and TableFullError when a newcomer finds the table full
-        (friends are always admitted).
+        for our own id and TableFullError when a newcomer finds the table full,
+        in total or for its source `network` (friends are always admitted).
         """
         if peer_id == self.self_id:
             raise ValueError("a peer cannot register itself")
@@ -114,8 +123,14 @@ class PeerTable:
             if seen:
                 peer.state, peer.last_seen, peer.failures = "alive", now, 0
             return peer, False
-        if len(self._peers) >= self.max_peers and not friend:
-            raise TableFullError(f"peer table is full ({self.max_peers} peers)")
+        if not friend:
+            if len(self._peers) >= self.max_peers:
+                raise TableFullError(f"peer table is full ({self.max_peers} peers)")
+            same = sum(1 for p in self._peers.values() if network and p.network == network)
+            if same >= self.max_per_network:
+                raise TableFullError(
+                    f"too many peers from {network} ({self.max_per_network} at most)"
+                )
         peer = Peer(
             peer_id=peer_id,
             url=url,
@@ -123,6 +138,7 @@ class PeerTable:
             friend=friend,
             state="alive" if seen else "suspect",
             last_seen=now,
+            network=None if friend else network,
         )
         self._peers[peer_id] = peer
         return peer, True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from directory.deps import NodeDep
+from directory.deps import NodeDep, PeerAuth, RateLimited
 from directory.errors import ApiError
 from directory.membership import RegistrationError
 from peerfind.api import (
@@ -18,11 +18,16 @@ from peerfind.api import (
 router = APIRouter(tags=["peers"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (400, 409, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 409, 422, 429, 503)
 }
 
 
-@router.post("/register", response_model=RegisterResponse, responses=_ERRORS)
+@router.post(
+    "/register",
+    response_model=RegisterResponse,
+    responses=_ERRORS,
+    dependencies=[RateLimited, PeerAuth],
+)
 async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
     """Register a remote peer after checking that its URL answers `/health` as a peer.
 
@@ -41,7 +46,12 @@ async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
     )
 
 
-@router.post("/bootstrap", response_model=BootstrapResponse)
+@router.post(
+    "/bootstrap",
+    response_model=BootstrapResponse,
+    responses={code: {"model": ErrorResponse} for code in (401, 429)},
+    dependencies=[RateLimited, PeerAuth],
+)
 async def bootstrap(node: NodeDep) -> BootstrapResponse:
     """Register this peer with its primary friend, or its backup if the primary fails."""
     return await node.membership.bootstrap()

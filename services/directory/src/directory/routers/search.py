@@ -5,9 +5,9 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from directory.deps import NodeDep
+from directory.deps import NodeDep, RateLimited, check_peer_token
 from directory.errors import ApiError
 from directory.search import SearchParams, new_query_id
 from peerfind.api import MAX_QUERY_LENGTH, ErrorResponse, SearchResponse
@@ -26,8 +26,14 @@ def _check_query(query: str) -> str:
     return query
 
 
-@router.get("/search", response_model=SearchResponse, responses={422: {"model": ErrorResponse}})
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    responses={code: {"model": ErrorResponse} for code in (401, 422, 429)},
+    dependencies=[RateLimited],
+)
 async def search(
+    request: Request,
     node: NodeDep,
     query: Annotated[
         str,
@@ -60,6 +66,8 @@ async def search(
     A peer that fails or times out never fails the search: it is listed in
     `peers_failed` and `partial` is true.
     """
+    if sender or qid:  # a forwarded search: peers only
+        check_peer_token(request, node)
     settings = node.settings
     params = SearchParams(
         query=_check_query(query),
