@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -47,10 +48,12 @@ from peerfind.client import (
     download_from,
     locate,
     upload_to,
+    use_tls,
 )
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from peerfind.errors import ClientError, InvalidNameError
 from peerfind.index import validate_file_name
+from peerfind.tls import TlsFiles
 
 __all__ = ["DEFAULT_PEER", "PEER_ENV", "app", "main", "parse_size"]
 
@@ -213,8 +216,39 @@ def _root(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PEERFIND_CA_FILE",
+            help="PEM CA for peers that serve TLS (HTTPS and gRPC).",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PEERFIND_CERT_FILE",
+            help="PEM client certificate for gRPC mutual TLS.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PEERFIND_KEY_FILE",
+            help="PEM key of --cert-file.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
 ) -> None:
     """Locate files across peerfind peers and test transfers with their owners."""
+    if (cert_file is None) != (key_file is None):
+        _fail("--cert-file and --key-file go together", EXIT_USAGE)
+    if ca_file is not None or cert_file is not None:
+        use_tls(TlsFiles(ca_file, cert_file, key_file))
 
 
 @app.command()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 import re
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -47,6 +48,7 @@ from peerfind.api import (
 )
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, validate_http_url
 from peerfind.errors import ClientError, FileNotLocated, PeerRefused, PeerUnreachable
+from peerfind.tls import TlsFiles, channel_credentials, client_ssl_context
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "locate",
     "resolve_transfer_address",
     "upload_to",
+    "use_tls",
     "validate_grpc_address",
 ]
 
@@ -97,6 +100,22 @@ _GRPC_REASONS = (
 )
 
 
+# --------------------------------------------------------------------------- TLS
+
+_TLS: dict[str, TlsFiles] = {"files": TlsFiles()}
+
+
+def use_tls(files: TlsFiles) -> None:
+    """Make every client of this process use TLS: verify peers' HTTPS against
+    `files.ca_file` and talk gRPC over TLS, presenting `cert_file` when given (mTLS)."""
+    _TLS["files"] = files
+
+
+def _http_verify() -> ssl.SSLContext | bool:
+    files = _TLS["files"]
+    return client_ssl_context(files) if files.enabled else True
+
+
 # --------------------------------------------------------------------------- REST
 
 
@@ -120,7 +139,11 @@ class PeerClient:
             raise ClientError(f"invalid peer URL {base_url!r}: {exc}") from None
         self.timeout = timeout
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=self._timeout())
+        self._http = (
+            http
+            if http is not None
+            else httpx.AsyncClient(timeout=self._timeout(), verify=_http_verify())
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -353,7 +376,13 @@ class TransferClient:
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ]
-        self._channel = grpc.aio.insecure_channel(self.address, options=options)
+        tls = _TLS["files"]
+        if tls.enabled:
+            self._channel = grpc.aio.secure_channel(
+                self.address, channel_credentials(tls), options=options
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
         self._stub = transfer_pb2_grpc.FileTransferStub(self._channel)
 
     async def __aenter__(self) -> Self:

@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from peerfind.errors import ConfigError
+from peerfind.tls import TlsFiles
 
 __all__ = [
     "CONFIG_ENV",
@@ -233,6 +234,10 @@ class PeerSettings(BaseSettings):
     def tls(self) -> bool:
         """REST and gRPC are served over TLS."""
         return self.tls_cert_file is not None
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     @property
     def friends(self) -> list[str]:

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -94,7 +95,14 @@ class PeerSpec:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.rest_port}"
+        scheme = "https" if self.extra.get("tls_cert_file") else "http"
+        return f"{scheme}://{self.host}:{self.rest_port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an HTTPS client of this peer should trust."""
+        ca = self.extra.get("tls_ca_file")
+        return ssl.create_default_context(cafile=str(ca)) if ca else True
 
     @property
     def grpc_address(self) -> str:
@@ -184,7 +192,9 @@ class PeerProcesses:
                 proc.wait(timeout=10)
 
     def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
-        response = httpx.get(f"{self.spec.url}/health", timeout=timeout_s, trust_env=False)
+        response = httpx.get(
+            f"{self.spec.url}/health", timeout=timeout_s, trust_env=False, verify=self.spec.verify
+        )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
@@ -233,7 +243,9 @@ class Devnet:
 
         def converged() -> bool:
             for peer in live:
-                body = httpx.get(f"{peer.spec.url}/peers", timeout=2, trust_env=False).json()
+                body = httpx.get(
+                    f"{peer.spec.url}/peers", timeout=2, trust_env=False, verify=peer.spec.verify
+                ).json()
                 alive = {p["peer_id"] for p in body["peers"] if p["state"] == "alive"}
                 if alive != {q.spec.peer_id for q in live} - {peer.spec.peer_id}:
                     return False

@@ -52,6 +52,8 @@ async def serve(settings: PeerSettings, sock: socket.socket) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
         timeout_keep_alive=5,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

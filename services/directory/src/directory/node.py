@@ -23,6 +23,7 @@ from peerfind import __version__
 from peerfind.api import HealthResponse, IndexHealth, SearchResponse, TransferHealth
 from peerfind.config import PeerSettings
 from peerfind.index import FileEntry, IndexReader
+from peerfind.tls import TlsFiles, channel_credentials, client_ssl_context
 
 __all__ = ["Node"]
 
@@ -64,7 +65,9 @@ class Node:
             # Talk to peers from our own address (on a multi-address host, and
             # on 127.0.0.x in tests, the source then says which peer is talking).
             transport=httpx.AsyncHTTPTransport(
-                limits=limits, local_address=_source_address(settings.host)
+                limits=limits,
+                local_address=_source_address(settings.host),
+                verify=client_ssl_context(TlsFiles(ca_file=settings.tls_ca_file)),
             ),
         )
         self.table = PeerTable(
@@ -138,13 +141,26 @@ class Node:
 
     # -- health -----------------------------------------------------------
 
+    def _transfer_channel(self) -> grpc.aio.Channel:
+        settings = self.settings
+        if not settings.tls:
+            return grpc.aio.insecure_channel(settings.transfer_address)
+        # The local transfer presents the peer's certificate, issued for the
+        # advertised name; we present the same certificate as a client (mTLS).
+        advertised_host = settings.grpc_advertise.rpartition(":")[0].strip("[]")
+        return grpc.aio.secure_channel(
+            settings.transfer_address,
+            channel_credentials(settings.tls_files),
+            options=[("grpc.ssl_target_name_override", advertised_host)],
+        )
+
     async def transfer_serving(self) -> bool:
         """The local transfer service's gRPC health, cached for a couple of seconds."""
         now = time.monotonic()
         if now - self._transfer_checked < _TRANSFER_CHECK_TTL_S:
             return self._transfer_ok
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.settings.transfer_address)
+            self._channel = self._transfer_channel()
         stub = health_pb2_grpc.HealthStub(self._channel)
         try:
             reply = await stub.Check(

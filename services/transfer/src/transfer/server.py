@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
+from peerfind.tls import server_credentials
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 from transfer.servicer import FileTransferServicer
 
@@ -115,13 +116,22 @@ async def start_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        bound = server.add_insecure_port(address)
+        credentials = server_credentials(settings.tls_files)
+        if credentials is not None:
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
     except RuntimeError:
         raise BindError(
             f"cannot bind gRPC address {address}: in use, or not an address of this host"
         ) from None
     await server.start()
-    logger.info("FileTransfer serving on %s (port %d)", address, bound)
+    logger.info(
+        "FileTransfer serving on %s (port %d, %s)",
+        address,
+        bound,
+        "TLS" if settings.tls else "plaintext",
+    )
     return TransferServer(server, health_servicer, servicer, address, bound)
 
 

@@ -1,0 +1,65 @@
+"""Optional TLS for REST and gRPC, from PEM files named in the peer config.
+
+    tls_cert_file + tls_key_file   the peer serves HTTPS and gRPC over TLS
+    tls_ca_file                    peers' HTTPS is verified against it, and the gRPC
+                                   server requires client certificates it signed (mTLS)
+
+Off by default (the local demo runs in plain text); see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+__all__ = ["TlsFiles", "channel_credentials", "client_ssl_context", "server_credentials"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS client or server; any may be absent."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ca_file is not None or self.cert_file is not None
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
+
+
+def server_credentials(files: TlsFiles) -> grpc.ServerCredentials | None:
+    """gRPC server credentials, requiring client certificates when a CA is given."""
+    if files.cert_file is None or files.key_file is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(files.key_file.read_bytes(), files.cert_file.read_bytes())],
+        root_certificates=_read(files.ca_file),
+        require_client_auth=files.ca_file is not None,
+    )
+
+
+def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+    """gRPC client credentials: trust `ca_file`, present `cert_file` when given (mTLS)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(files.ca_file),
+        private_key=_read(files.key_file),
+        certificate_chain=_read(files.cert_file),
+    )
+
+
+def client_ssl_context(files: TlsFiles) -> ssl.SSLContext:
+    """An SSL context for HTTPS clients: verify against `ca_file` (else the system CAs)."""
+    context = ssl.create_default_context(
+        cafile=str(files.ca_file) if files.ca_file is not None else None
+    )
+    if files.cert_file is not None and files.key_file is not None:
+        context.load_cert_chain(str(files.cert_file), str(files.key_file))
+    return context
