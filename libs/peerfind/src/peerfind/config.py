@@ -99,16 +99,20 @@ class PeerSettings(BaseSettings):
     bootstrap_attempts: int = Field(4, ge=1, le=100, description="Tries per friend at start.")
     bootstrap_retry_s: float = Field(10.0, gt=0, le=3600, description="Background re-bootstrap.")
     search_timeout_ms: int = Field(2000, ge=50, le=60000, description="Default search deadline.")
-    default_fanout: int = Field(2, ge=0, le=32)
+    default_fanout: int = Field(2, ge=0, le=32, description="Neighbours a search goes to.")
     max_fanout: int = Field(8, ge=0, le=32, description="Server-side clamp for fanout.")
     default_ttl: int = Field(3, ge=0, le=16, description="Hops a search travels by default.")
     max_ttl: int = Field(5, ge=0, le=16, description="Server-side clamp for the hop count.")
     max_results: int = Field(1000, ge=1, le=100000, description="Hits returned per search.")
     max_peers: int = Field(256, ge=1, le=100000, description="Bound on the peer table.")
     request_timeout_s: float = Field(2.0, gt=0, le=60, description="Peer-to-peer HTTP timeout.")
-    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1024, le=MAX_CHUNK_SIZE)
+    chunk_size: int = Field(
+        DEFAULT_CHUNK_SIZE, ge=1024, le=MAX_CHUNK_SIZE, description="Default download chunk."
+    )
     max_upload_bytes: int = Field(8 * 1024**3, ge=0, description="DummyUpload cap per stream.")
-    max_concurrent_streams: int = Field(64, ge=1, le=10000)
+    max_concurrent_streams: int = Field(
+        64, ge=1, le=10000, description="Transfers in progress at once (more: refused)."
+    )
     rescan_interval_s: float = Field(60.0, gt=0, le=86400, description="Safety-net rescan.")
     index_stale_after_s: float = Field(15.0, gt=0, description="Index heartbeat age = stale.")
     peer_networks: list[str] = Field(
@@ -142,8 +146,12 @@ class PeerSettings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus /metrics port of indexer (0: off)."
     )
     metrics_host: str = Field("", description="Bind address of those ports (default: host).")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json (one object per line) or text."
+    )
 
     @classmethod
     def settings_customise_sources(
