@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import yaml
 
-from peerfind.devnet import REPO_ROOT, Devnet, PeerSpec, free_port, standard_specs
+from peerfind.devnet import REPO_ROOT, Devnet, PeerSpec, free_port, standard_specs, wait_for
 
 # Fast clocks so pruning and staleness happen within a test's deadline.
 FAST = {
@@ -60,3 +66,330 @@ def get(url: str, **params: Any) -> Any:
     response = httpx.get(url, params=params, timeout=10, trust_env=False)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+class DelayProxy:
+    """A TCP proxy on loopback that delays requests or answers, for fault tests.
+
+    It runs an asyncio loop in a daemon thread and forwards every connection made to
+    `url` to `target` (host, port). `delay(seconds, match)` holds each chunk a client
+    sends that starts with `match` (every chunk when `match` is empty) for `seconds`
+    before passing it on; with `replies=True` the request passes at once and the
+    target's answer to it is held instead. `held` counts what is being held right now.
+    Either side closing ends the connection at once, dropping whatever is held: a
+    client that gave up never gets a late answer, and a target that dies (kill -9)
+    drops the requests held for it. `stop()` closes everything; `lifetime_s` bounds
+    the thread even if a test forgets to.
+    """
+
+    def __init__(
+        self, listen_host: str, target: tuple[str, int], lifetime_s: float = 300.0
+    ) -> None:
+        self.listen_host = listen_host
+        self.port = free_port(listen_host)
+        self.target = target
+        self.lifetime_s = lifetime_s
+        self.delay_s = 0.0
+        self.match = b""
+        self.replies = False
+        self.held = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"proxy-{self.port}", daemon=True)
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen_host}:{self.port}"
+
+    def delay(self, seconds: float, match: bytes = b"", *, replies: bool = False) -> None:
+        """Hold matching requests (or, with `replies`, their answers) for `seconds`."""
+        self.match, self.replies, self.delay_s = match, replies, seconds
+
+    def start(self) -> DelayProxy:
+        self._thread.start()
+        if not self._ready.wait(10) or self._error is not None:
+            raise RuntimeError(f"proxy on {self.url} did not start: {self._error}")
+        return self
+
+    def stop(self) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop just ended on its own
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(10)
+
+    def __enter__(self) -> DelayProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.add(task)
+            try:
+                await self._connection(reader, writer)
+            except asyncio.CancelledError:
+                pass  # the proxy is stopping
+            finally:
+                tasks.discard(task)
+
+        server = await asyncio.start_server(on_client, self.listen_host, self.port)
+        self._ready.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lifetime_s):
+                    await self._stop.wait()
+        finally:
+            server.close()
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        reply_due = [0.0]  # when the answer to the last matching request may pass
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer, reply_due, to_target=True)),
+            asyncio.create_task(self._pump(up_reader, writer, reply_due, to_target=False)),
+        ]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for w in (writer, up_writer):
+                w.close()
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
+
+    async def _hold(self, seconds: float) -> None:
+        self.held += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.held -= 1
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reply_due: list[float],
+        *,
+        to_target: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                delay = self.delay_s
+                if to_target and delay > 0 and data.startswith(self.match):
+                    if self.replies:
+                        reply_due[0] = loop.time() + delay
+                    else:
+                        await self._hold(delay)
+                elif not to_target and reply_due[0] > loop.time():
+                    await self._hold(reply_due[0] - loop.time())
+                writer.write(data)
+                await writer.drain()
+
+
+# -- Prometheus: configs, promtool and a real server (test_observability, test_prometheus_config)
+
+PROMETHEUS_DIR = REPO_ROOT / "deploy" / "compose" / "prometheus"
+GRAFANA_DIR = REPO_ROOT / "deploy" / "compose" / "grafana"
+METRICS_SERVICES = ("directory", "transfer", "indexer")
+Target = tuple[str, str]  # (peer, service), the labels every scrape target carries
+
+
+def require_binary(name: str) -> str:
+    """Path of a Prometheus binary; skips the test (the only reason to) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(
+            f"`{name}` is not on the PATH: install the Debian package `prometheus` "
+            "(.ci/run does, so CI always runs this test)"
+        )
+    return path
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def add_metrics_ports(specs: list[PeerSpec]) -> list[PeerSpec]:
+    """Give every peer's transfer and indexer a free metrics port on the peer's host."""
+    for spec in specs:
+        spec.extra["transfer_metrics_port"] = free_port(spec.host)
+        spec.extra["indexer_metrics_port"] = free_port(spec.host)
+    return specs
+
+
+def metrics_targets(specs: list[PeerSpec]) -> dict[Target, str]:
+    """Where each service of each peer serves /metrics (host:port)."""
+    targets: dict[Target, str] = {}
+    for spec in specs:
+        targets[(spec.peer_id, "directory")] = f"{spec.host}:{spec.rest_port}"
+        for service in ("transfer", "indexer"):
+            targets[(spec.peer_id, service)] = (
+                f"{spec.host}:{spec.extra[f'{service}_metrics_port']}"
+            )
+    return targets
+
+
+def scrape_targets(config: dict[str, Any]) -> dict[Target, str]:
+    """(peer, service) -> address of every static target of a Prometheus config."""
+    found: dict[Target, str] = {}
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            key = (static["labels"]["peer"], static["labels"]["service"])
+            assert key not in found, f"{key} is scraped twice"
+            assert len(static["targets"]) == 1, f"{key}: one target per labelled group"
+            found[key] = static["targets"][0]
+    return found
+
+
+def prometheus_config(
+    targets: dict[Target, str],
+    *,
+    interval: str = "1s",
+    base: Path = PROMETHEUS_DIR / "prometheus.local.yml",
+) -> dict[str, Any]:
+    """`base` (jobs, labels, relabelling, rules) with its addresses replaced by `targets`,
+    its intervals by `interval` and its rule files made absolute."""
+    config: dict[str, Any] = load_yaml(base)
+    config["global"] = {
+        "scrape_interval": interval,
+        "scrape_timeout": interval,
+        "evaluation_interval": interval,
+    }
+    config["rule_files"] = [str(base.parent / f) for f in config["rule_files"]]
+    missing = dict(targets)
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            key = (static["labels"]["peer"], static["labels"]["service"])
+            if key not in missing:
+                raise KeyError(f"{base.name} scrapes {key}, which is not in the network")
+            static["targets"] = [missing.pop(key)]
+    if missing:
+        raise KeyError(f"{base.name} has no target for {sorted(missing)}")
+    return config
+
+
+class Prometheus:
+    """A real Prometheus server on a loopback port, with its own config and storage.
+
+    `with Prometheus(root, config) as prom:` starts it and waits until it is ready;
+    the process is always killed on the way out.
+    """
+
+    def __init__(self, root: Path, config: dict[str, Any], host: str = "127.0.0.1") -> None:
+        self.binary = require_binary("prometheus")
+        self.root = root
+        self.config = config
+        self.host = host
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self.config_path = root / "prometheus.yml"
+        self.log_path = root / "prometheus.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Prometheus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, deadline_s: float = 30.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={self.root / 'data'}",
+                    f"--web.listen-address={self.host}:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            wait_for(self._ready, deadline_s, step_s=0.1, what="prometheus to be ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {self.log_tail()}")
+        response = httpx.get(f"{self.url}/-/ready", timeout=2, trust_env=False)
+        return response.status_code == 200
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 5) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def api(self, path: str, **params: Any) -> Any:
+        """GET /api/v1/<path>; the `data` of a successful answer."""
+        response = httpx.get(
+            f"{self.url}/api/v1/{path}", params=params, timeout=10, trust_env=False
+        )
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query: the result vector as [{"metric": {...}, "value": [t, "v"]}]."""
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def scalar(self, expr: str) -> float:
+        """The value of a query that returns one series (`sum(...)`); 0 when it returns none."""
+        result = self.query(f"({expr}) or vector(0)")
+        assert len(result) == 1, f"{expr} returned {len(result)} series: {result}"
+        return float(result[0]["value"][1])
+
+    def wait_scraped_after(self, when: float, deadline_s: float = 15.0) -> None:
+        """Until every peerfind target has been scraped after the Unix time `when`."""
+        wait_for(
+            lambda: self.scalar('min(timestamp(up{job=~"peerfind-.+"}))') > when,
+            deadline_s,
+            what="prometheus to scrape every target again",
+        )

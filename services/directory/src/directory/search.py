@@ -19,11 +19,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from directory import metrics
 from directory.peers import Peer, PeerTable
-from peerfind.api import FailedPeer, SearchHit, SearchResponse
+from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchResponse
 from peerfind.index import FileEntry
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "SearchParams",
     "SearchRouter",
     "SeenQueries",
+    "describe",
     "new_query_id",
 ]
 
@@ -45,6 +46,7 @@ FORWARD_MARGIN_S = 0.05
 FORWARD_SHARE = 0.8
 MIN_FORWARD_BUDGET_S = 0.05
 
+_Info = TypeVar("_Info", bound=FileInfo)
 LocalSearch = Callable[[str, int], Coroutine[Any, Any, list[FileEntry]]]
 
 
@@ -59,6 +61,21 @@ class SearchParams:
 
 
 Forwarder = Callable[[Peer, SearchParams], Coroutine[Any, Any, SearchResponse]]
+
+
+def describe(
+    entry: FileEntry, peer_id: str, rest_url: str, grpc_address: str, model: type[_Info]
+) -> _Info:
+    """An index entry as the API shows it: with its owner and where to fetch it."""
+    return model(
+        name=entry.name,
+        path=entry.path,
+        size=entry.size,
+        mtime=entry.mtime,
+        peer_id=peer_id,
+        rest_url=rest_url,
+        grpc_address=grpc_address,
+    )
 
 
 def new_query_id() -> str:
@@ -127,17 +144,6 @@ class SearchRouter:
         self.max_results = max_results
         self.seen = seen or SeenQueries()
 
-    def _hit(self, entry: FileEntry) -> SearchHit:
-        return SearchHit(
-            name=entry.name,
-            path=entry.path,
-            size=entry.size,
-            mtime=entry.mtime,
-            peer_id=self.peer_id,
-            rest_url=self.rest_url,
-            grpc_address=self.grpc_address,
-        )
-
     async def search(self, params: SearchParams) -> SearchResponse:
         started = time.monotonic()
         role = "forwarded" if params.sender else "entry"
@@ -187,7 +193,9 @@ class SearchRouter:
             local = await asyncio.wait_for(local_task, max(deadline - time.monotonic(), 0.001))
             truncated = len(local) > self.max_results
             for entry in local[: self.max_results]:
-                hits[(self.peer_id, entry.path)] = self._hit(entry)
+                hits[(self.peer_id, entry.path)] = describe(
+                    entry, self.peer_id, self.rest_url, self.grpc_address, SearchHit
+                )
             answered.append(self.peer_id)
         except Exception as exc:  # the local index failing is a partial answer too
             logger.warning("local search failed: %s", _describe_error(exc))

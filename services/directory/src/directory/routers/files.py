@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from directory.deps import NodeDep
+from directory.search import describe
 from peerfind.api import FileInfo, FilesResponse
 
 router = APIRouter(tags=["files"])
@@ -29,15 +30,7 @@ async def files(
     return FilesResponse(
         peer_id=settings.peer_id,
         files=[
-            FileInfo(
-                name=e.name,
-                path=e.path,
-                size=e.size,
-                mtime=e.mtime,
-                peer_id=settings.peer_id,
-                rest_url=settings.self_url,
-                grpc_address=settings.grpc_advertise,
-            )
+            describe(e, settings.peer_id, settings.self_url, settings.grpc_advertise, FileInfo)
             for e in page
         ],
         total=stats.files,
