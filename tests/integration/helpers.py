@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import shutil
 import subprocess
 import threading
@@ -73,12 +75,13 @@ class DelayProxy:
 
     It runs an asyncio loop in a daemon thread and forwards every connection made to
     `url` to `target` (host, port). `delay(seconds, match)` holds each chunk a client
-    sends that starts with `match` (every chunk when `match` is empty) for `seconds`
-    before passing it on; with `replies=True` the request passes at once and the
-    target's answer to it is held instead. `held` counts what is being held right now.
-    Either side closing ends the connection at once, dropping whatever is held: a
-    client that gave up never gets a late answer, and a target that dies (kill -9)
-    drops the requests held for it. `stop()` closes everything; `lifetime_s` bounds
+    sends whose first line contains `match` (every chunk when `match` is empty; an
+    HTTP request's first line is `GET /search?query=...`) for `seconds` before
+    passing it on; with `replies=True` the request passes at once and the
+    target's answer to it is held instead. `held` counts what is being held right now,
+    `dropped` what was held and never passed on. Either side closing ends the
+    connection at once, dropping whatever is held: a client that gave up never gets
+    a late answer, and a target that dies (kill -9) drops the requests held for it. `stop()` closes everything; `lifetime_s` bounds
     the thread even if a test forgets to.
     """
 
@@ -93,6 +96,7 @@ class DelayProxy:
         self.match = b""
         self.replies = False
         self.held = 0
+        self.dropped = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -187,6 +191,9 @@ class DelayProxy:
         self.held += 1
         try:
             await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.dropped += 1
+            raise
         finally:
             self.held -= 1
 
@@ -202,7 +209,7 @@ class DelayProxy:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
                 delay = self.delay_s
-                if to_target and delay > 0 and data.startswith(self.match):
+                if to_target and delay > 0 and self.match in data.split(b"\r\n", 1)[0]:
                     if self.replies:
                         reply_due[0] = loop.time() + delay
                     else:
@@ -222,14 +229,24 @@ Target = tuple[str, str]  # (peer, service), the labels every scrape target carr
 
 
 def require_binary(name: str) -> str:
-    """Path of a Prometheus binary; skips the test (the only reason to) when it is missing."""
+    """Path of a Prometheus binary. Missing, it skips the test (the only reason to skip
+    one), except under CI (`$CI` set), where it fails it."""
     path = shutil.which(name)
+    if path is None and os.environ.get("CI"):
+        pytest.fail(f"`{name}` is not on the PATH, and CI must run this test (.ci/run installs it)")
     if path is None:
         pytest.skip(
             f"`{name}` is not on the PATH: install the Debian package `prometheus` "
             "(.ci/run does, so CI always runs this test)"
         )
     return path
+
+
+def documented_queries() -> list[str]:
+    """The PromQL blocks of docs/observability.md's "five queries" section, in order."""
+    text = (REPO_ROOT / "docs" / "observability.md").read_text()
+    section = text.split("## The five queries an operator needs", 1)[1].split("\n## ", 1)[0]
+    return [" ".join(b.split()) for b in re.findall(r"```promql\n(.*?)```", section, re.S)]
 
 
 def load_yaml(path: Path) -> Any:

@@ -47,9 +47,9 @@ class MetricsMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(route=path, method=method, status=str(status)).inc()
-            metrics.HTTP_REQUEST_DURATION.labels(route=path, method=method).observe(
-                time.perf_counter() - started
-            )
+            metrics.HTTP_REQUEST_DURATION.labels(
+                route=path, method=method, status=str(status)
+            ).observe(time.perf_counter() - started)
 
 
 def create_app(settings: PeerSettings, *, background: bool = False) -> FastAPI:

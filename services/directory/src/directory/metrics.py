@@ -1,7 +1,9 @@
 """Prometheus metrics of the directory service, defined once.
 
 Names follow `peerfind_directory_<what>_<unit>`; they are served on the REST
-port at /metrics together with the process and Python collectors.
+port at /metrics together with the process and Python collectors. Label values
+known in advance are created up front: every series exists (at 0) from the
+start, so rate() and increase() also count its first increment.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ __all__ = [
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
     "PEERS",
+    "PEER_STATES",
     "PRUNES",
     "REGISTRATIONS",
     "SEARCHES_ANSWERED",
@@ -21,8 +24,14 @@ __all__ = [
     "SEARCH_FORWARDS",
     "SEARCH_FORWARD_FAILURES",
     "SEARCH_HITS",
+    "SEARCH_OUTCOMES",
     "SEARCH_PEERS_FAILED",
+    "SEARCH_ROLES",
 ]
+
+SEARCH_ROLES = ("entry", "forwarded")
+SEARCH_OUTCOMES = ("complete", "partial")
+PEER_STATES = ("alive", "suspect", "down")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -33,8 +42,8 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_REQUEST_DURATION = Histogram(
     "peerfind_directory_http_request_duration_seconds",
-    "Time to answer an HTTP request, by route template and method.",
-    ["route", "method"],
+    "Time to answer an HTTP request, by route template, method and status code.",
+    ["route", "method", "status"],
     buckets=_LATENCY_BUCKETS,
 )
 SEARCHES_RECEIVED = Counter(
@@ -89,3 +98,11 @@ PRUNES = Counter(
     "peerfind_directory_pruned_peers_total",
     "Peers dropped from the table after their TTL.",
 )
+
+for _role in SEARCH_ROLES:
+    SEARCHES_RECEIVED.labels(role=_role)
+    SEARCH_DURATION.labels(role=_role)
+    for _outcome in SEARCH_OUTCOMES:
+        SEARCHES_ANSWERED.labels(role=_role, outcome=_outcome)
+for _state in PEER_STATES:
+    PEERS.labels(state=_state)

@@ -2,7 +2,10 @@
 
 Counters are incremented once per stream, when it ends (also when it fails or
 is cancelled part-way: they count what actually went over the wire), so the
-per-chunk path does no metric work at all.
+per-chunk path does no metric work at all. The series of every method and of the
+status codes the servicer ends RPCs with exist (at 0) from the start, so rate()
+and increase() also count their first increment (the error-ratio alert its first
+error).
 """
 
 from __future__ import annotations
@@ -15,9 +18,25 @@ __all__ = [
     "BYTES_SENT",
     "CHUNKS_RECEIVED",
     "CHUNKS_SENT",
+    "CODES",
+    "METHODS",
     "RPCS",
     "STREAM_DURATION",
 ]
+
+METHODS = ("DummyDownload", "DummyUpload")
+# Every code servicer.py documents, plus OK and the two of a client going away.
+CODES = (
+    "OK",
+    "CANCELLED",
+    "DEADLINE_EXCEEDED",
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "OUT_OF_RANGE",
+    "RESOURCE_EXHAUSTED",
+    "UNAVAILABLE",
+    "INTERNAL",
+)
 
 BYTES_SENT = Counter(
     "peerfind_transfer_bytes_sent_total",
@@ -51,3 +70,9 @@ STREAM_DURATION = Histogram(
     ["method"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+
+for _method in METHODS:
+    ACTIVE_STREAMS.labels(_method)
+    STREAM_DURATION.labels(_method)
+    for _code in CODES:
+        RPCS.labels(_method, _code)
