@@ -85,7 +85,7 @@ async def test_every_entry_point_finds_all_peers_files_once(entry: str) -> None:
     assert (hit.peer_id, hit.grpc_address, hit.rest_url) == ("p3", "p3:50051", "http://p3")
 
 
-async def test_never_forwards_back_to_sender_and_duplicates_answer_empty() -> None:
+async def test_never_forwards_back_to_sender_and_duplicates_answer_locally() -> None:
     net = FakeNetwork(FILES, RING)
     await net.search("p1", "hello")
     for sender, target in net.calls:
@@ -100,13 +100,18 @@ async def test_never_forwards_back_to_sender_and_duplicates_answer_empty() -> No
             query="hello", fanout=2, ttl=3, timeout_s=1, query_id="fixed-id-1", sender="p1"
         )
     )
+    before = len(net.calls)
     again = await net.routers["p2"].search(
         SearchParams(
             query="hello", fanout=2, ttl=3, timeout_s=1, query_id="fixed-id-1", sender="p3"
         )
     )
     assert dup.hits and not dup.duplicate
-    assert again.duplicate and again.hits == []
+    # A second copy is answered from p2's own index (a slow first route must not hide
+    # p2's hits from this asker) and never forwarded again (no loops).
+    assert again.duplicate and {h.peer_id for h in again.hits} == {"p2"}
+    assert again.peers_answered == ["p2"]
+    assert len(net.calls) == before
 
 
 async def test_ttl_zero_stays_local_and_fanout_limits_neighbours() -> None:

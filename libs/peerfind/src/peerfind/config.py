@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,10 @@ def validate_http_url(value: str) -> str:
     value = value.strip()
     if len(value) > 2048:
         raise ValueError("URL longer than 2048 characters")
+    # urlsplit silently drops tabs and newlines, so it would check another URL than
+    # the one stored and later used (httpx refuses those characters outright).
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("URL must not contain white space or control characters")
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -60,9 +65,9 @@ def validate_http_url(value: str) -> str:
         raise ValueError("URL must start with http:// or https://")
     if not parts.hostname:
         raise ValueError("URL has no host")
-    if parts.username or parts.password:
+    if "@" in parts.netloc:
         raise ValueError("URL must not carry credentials")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if parts.path not in ("", "/") or "?" in value or "#" in value:
         raise ValueError("URL must be scheme://host[:port] with no path, query or fragment")
     if port == 0:
         raise ValueError("URL port must be 1-65535")

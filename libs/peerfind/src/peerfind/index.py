@@ -295,8 +295,8 @@ class IndexReader:
 
     def search(self, query: str, limit: int) -> list[FileEntry]:
         """Entries whose name contains `query`, case-insensitively (at most `limit`)."""
-        if not query or limit <= 0:
-            return []
+        if not query or limit <= 0 or "\x00" in query:
+            return []  # no name holds NUL, and FTS5 would read it as the end of the query
         if len(query) >= 3:
             sql = (
                 f"SELECT {_COLUMNS} FROM files_fts JOIN files AS f ON f.id = files_fts.rowid "

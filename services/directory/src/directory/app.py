@@ -15,6 +15,7 @@ from directory.errors import install_error_handlers
 from directory.node import Node
 from directory.routers import files, health, peers, search
 from peerfind import __version__
+from peerfind.api import ErrorResponse
 from peerfind.config import PeerSettings
 from peerfind.metrics import set_build_info
 
@@ -73,6 +74,8 @@ def create_app(settings: PeerSettings, *, background: bool = False) -> FastAPI:
         version=__version__,
         summary="Registration, membership and distributed search of one peerfind peer.",
         lifespan=lifespan,
+        # Every 422 is an ErrorResponse (errors.py), not FastAPI's HTTPValidationError.
+        responses={422: {"model": ErrorResponse}},
     )
     install_error_handlers(app)
     for module in (health, peers, files, search):

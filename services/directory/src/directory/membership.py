@@ -106,6 +106,7 @@ class Membership:
         token = settings.cluster_token.get_secret_value()
         self.auth_headers: dict[str, str] = {TOKEN_HEADER: token} if token else {}
         self._last_bootstrap = 0.0
+        self._announced: dict[str, float] = {}
         self._bootstrap_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -133,7 +134,7 @@ class Membership:
                 timeout=self.settings.request_timeout_s,
                 follow_redirects=False,
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise RegistrationError(
                 "unreachable", f"cannot reach {url}/health: {_short(exc)}"
             ) from None
@@ -215,14 +216,20 @@ class Membership:
         except ValidationError:
             raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
 
-    async def introduce(self, url: str) -> None:
-        """Meet a peer learned second-hand: register with it, add it from its answer."""
+    async def introduce(self, url: str, *, learn: bool = False) -> None:
+        """Meet a peer learned second-hand: register with it, add it from its answer.
+
+        With `learn`, also meet the peers it knows that we do not (one level deep).
+        """
         try:
             pinned = await self.guard_url(url)
             answer = await self.announce(url, pinned)
             self._admit(answer.peer_id, url, answer.grpc_address, network_of(pinned.address))
         except (httpx.HTTPError, _Retryable, RegistrationError) as exc:
             logger.info("could not introduce ourselves to %s: %s", url, _short(exc))
+            return
+        if learn:
+            await self._learn(answer.peers)
 
     # -- bootstrap --------------------------------------------------------
 
@@ -297,13 +304,32 @@ class Membership:
         peer.grpc_address = grpc_address or peer.grpc_address
         if self.table.mark_alive(peer.peer_id):
             logger.info("peer %s is back; registering with it again", peer.peer_id)
-            self._spawn(self.introduce(peer.url))
+            self._announced[peer.peer_id] = time.monotonic()
+            self._spawn(self.introduce(peer.url, learn=True))
+        elif self._announce_due(peer.peer_id):
+            # Reachability can be one-way, and a partition can leave both sides with
+            # live peers: re-register now and then, so that a peer which pruned us
+            # takes us back, and learn whom it knows that we lost.
+            self._spawn(self.introduce(peer.url, learn=True))
+
+    def _announce_due(self, peer_id: str) -> bool:
+        """True every peer_ttl_s / 2 per peer (we must be back before it prunes again)."""
+        now = time.monotonic()
+        if now - self._announced.setdefault(peer_id, now) < self.settings.peer_ttl_s / 2:
+            return False
+        self._announced[peer_id] = now
+        return True
 
     async def heartbeat_once(self) -> None:
         peers = self.table.peers()
-        await asyncio.gather(*(self.check(p) for p in peers))
+        results = await asyncio.gather(*(self.check(p) for p in peers), return_exceptions=True)
+        for peer, result in zip(peers, results, strict=True):
+            if isinstance(result, Exception):  # one bad entry must not stop pruning
+                logger.warning("heartbeat of %s failed: %r", peer.peer_id, result)
+                self.table.mark_failed(peer.peer_id)
         pruned = self.table.prune()
         for peer in pruned:
+            self._announced.pop(peer.peer_id, None)
             logger.info("pruned peer %s (unseen for %.0f s)", peer.peer_id, self.table.ttl_s)
         if pruned:
             metrics.PRUNES.inc(len(pruned))
@@ -313,6 +339,7 @@ class Membership:
             self.settings.friends
             and not any(p.state == "alive" for p in self.table.peers())
             and time.monotonic() - self._last_bootstrap >= self.settings.bootstrap_retry_s
+            and not self._bootstrap_lock.locked()  # one bootstrap at a time: no pile-up
         ):
             logger.info("no live peers; bootstrapping again")
             self._spawn(self._bootstrap_quietly())

@@ -148,24 +148,17 @@ class SearchRouter:
         started = time.monotonic()
         role = "forwarded" if params.sender else "entry"
         metrics.SEARCHES_RECEIVED.labels(role=role).inc()
-        if not self.seen.first_time(params.query_id):
+        # A query seen before (it came by another route too) is answered from the
+        # local index only and never forwarded again: no loops, and the asker still
+        # gets our hits when the route that brought the first copy is slow or dead.
+        # Askers merge hits by (peer, path), so nothing is counted twice.
+        duplicate = not self.seen.first_time(params.query_id)
+        if duplicate:
             metrics.SEARCH_DUPLICATES.inc()
-            return SearchResponse(
-                query=params.query,
-                query_id=params.query_id,
-                peer_id=self.peer_id,
-                hits=[],
-                peers_answered=[],
-                peers_failed=[],
-                partial=False,
-                truncated=False,
-                duplicate=True,
-                took_ms=(time.monotonic() - started) * 1000,
-            )
         deadline = started + params.timeout_s
         local_task = asyncio.create_task(self.local_search(params.query, self.max_results + 1))
         targets = self.table.choose(
-            params.fanout if params.ttl > 0 else 0,
+            params.fanout if params.ttl > 0 and not duplicate else 0,
             exclude=[params.sender] if params.sender else (),
         )
         budget = params.timeout_s * FORWARD_SHARE - FORWARD_MARGIN_S
@@ -252,5 +245,6 @@ class SearchRouter:
             peers_failed=list(failed.values()),
             partial=bool(failed),
             truncated=truncated,
+            duplicate=duplicate,
             took_ms=took * 1000,
         )

@@ -49,7 +49,6 @@ _INTERNAL_DETAILS = "internal error in the transfer service"
 _DEADLINE_SLACK_S = 0.1
 
 
-
 def _crc32_function() -> Callable[[bytes, int], int]:
     """zlib-ng's crc32 when it is installed, else zlib's: the same CRC-32, faster.
 

@@ -16,6 +16,11 @@ router = APIRouter(tags=["search"])
 
 _PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _MAX_TIMEOUT_MS = 60000
+# What _check_query enforces, stated in the contract: no control characters (Cc) and
+# at least one character that is not white space. (Rust's and Python's \s agree
+# outside Cc.)
+_NOT_CC = r"\x00-\x1f\x7f-\x9f"
+_QUERY_PATTERN = rf"^[^{_NOT_CC}]*[^\s{_NOT_CC}][^{_NOT_CC}]*$"
 
 
 def _check_query(query: str) -> str:
@@ -40,6 +45,7 @@ async def search(
         Query(
             min_length=1,
             max_length=MAX_QUERY_LENGTH,
+            pattern=_QUERY_PATTERN,
             description="Case-insensitive substring of the file name.",
         ),
     ],
