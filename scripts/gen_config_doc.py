@@ -59,8 +59,10 @@ def main() -> int:
     text = DOC.read_text()
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < 0 or text[start : end + len(END)] != generated:
-        print(f"{DOC.relative_to(ROOT)}: configuration reference drifted; regenerate it with "
-              "`python scripts/gen_config_doc.py` and paste it between the markers")
+        print(
+            f"{DOC.relative_to(ROOT)}: configuration reference drifted; regenerate it with "
+            "`python scripts/gen_config_doc.py` and paste it between the markers"
+        )
         return 1
     print("configuration reference is up to date")
     return 0
