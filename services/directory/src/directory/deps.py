@@ -13,7 +13,7 @@ from directory.node import Node
 __all__ = ["NodeDep", "PeerAuth", "RateLimited", "check_peer_token"]
 
 
-def _node(request: Request) -> Node:
+async def _node(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
 
@@ -21,9 +21,11 @@ def _node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(_node)]
 
 
-def _rate_limited(request: Request, node: NodeDep) -> None:
+async def _rate_limited(request: Request, node: NodeDep) -> None:
     client = request.client.host if request.client else "unknown"
-    wait = node.limiter.acquire(client)
+    forwarded = "sender" in request.query_params or "qid" in request.query_params
+    limiter = node.forward_limiter if forwarded else node.limiter
+    wait = limiter.acquire(client)
     if wait > 0:
         retry = node.limiter.retry_after(wait)
         raise ApiError(
@@ -40,7 +42,7 @@ def check_peer_token(request: Request, node: Node) -> None:
         raise ApiError(401, "unauthorized", f"missing or wrong {TOKEN_HEADER} header")
 
 
-def _peer_auth(request: Request, node: NodeDep) -> None:
+async def _peer_auth(request: Request, node: NodeDep) -> None:
     check_peer_token(request, node)
 
 

@@ -25,7 +25,7 @@ from peerfind.config import PeerSettings
 from peerfind.index import FileEntry, IndexReader
 from peerfind.tls import TlsFiles, channel_credentials, client_ssl_context
 
-__all__ = ["Node"]
+__all__ = ["MAX_FORWARDS_PER_PEER", "Node"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ _TRANSFER_CHECK_TTL_S = 2.0
 _TRANSFER_CHECK_TIMEOUT_S = 0.5
 # Below uvicorn's 5 s keep-alive, so pooled connections are not closed under us.
 _KEEPALIVE_EXPIRY_S = 4.0
+# Forwarded searches in flight to one neighbour: httpx's pool works per request in
+# proportion to its open connections, so a cap keeps a few warm ones (8 measured best,
+# bench/). Per neighbour, so that a slow peer never holds the slots of healthy ones.
+MAX_FORWARDS_PER_PEER = 8
+# Forwarded searches get their own, larger per-address budget: one busy entry peer
+# forwards every client's search from a single address.
+_FORWARD_RATE_FACTOR = 10
 
 
 def _source_address(host: str) -> str | None:
@@ -88,6 +95,11 @@ class Node:
             max_results=settings.max_results,
         )
         self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+        self.forward_limiter = RateLimiter(
+            settings.rate_limit_rps * _FORWARD_RATE_FACTOR,
+            settings.rate_limit_burst * _FORWARD_RATE_FACTOR,
+        )
+        self._forward_slots: dict[str, asyncio.Semaphore] = {}
         self._token = settings.cluster_token.get_secret_value().encode()
         self._channel: grpc.aio.Channel | None = None
         self._transfer_ok = False
@@ -122,19 +134,27 @@ class Node:
         return await asyncio.to_thread(self.reader.search, query, limit)
 
     async def forward(self, peer: Peer, params: SearchParams) -> SearchResponse:
-        response = await self.http.get(
-            f"{peer.url}/search",
-            params={
-                "query": params.query,
-                "fanout": params.fanout,
-                "ttl": params.ttl,
-                "timeout_ms": max(int(params.timeout_s * 1000), 1),
-                "qid": params.query_id,
-                "sender": params.sender or "",
-            },
-            headers=self.membership.auth_headers,
-            timeout=params.timeout_s,
-        )
+        slots = self._forward_slots.get(peer.peer_id)
+        if slots is None:
+            if len(self._forward_slots) > 4 * self.settings.max_peers:
+                self._forward_slots.clear()  # pruned peers' semaphores, dropped now and then
+            slots = self._forward_slots.setdefault(
+                peer.peer_id, asyncio.Semaphore(MAX_FORWARDS_PER_PEER)
+            )
+        async with slots:
+            response = await self.http.get(
+                f"{peer.url}/search",
+                params={
+                    "query": params.query,
+                    "fanout": params.fanout,
+                    "ttl": params.ttl,
+                    "timeout_ms": max(int(params.timeout_s * 1000), 1),
+                    "qid": params.query_id,
+                    "sender": params.sender or "",
+                },
+                headers=self.membership.auth_headers,
+                timeout=params.timeout_s,
+            )
         if response.status_code != 200:
             raise ForwardError(f"HTTP {response.status_code}")
         return SearchResponse.model_validate_json(response.content)
