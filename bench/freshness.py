@@ -13,7 +13,7 @@ import uuid
 
 import httpx
 
-from bench.core import Context, Result, free_port, percentile
+from bench.core import Context, Result, percentile
 from bench.search import make_shared
 from peerfind.devnet import Devnet, PeerSpec
 
@@ -28,14 +28,14 @@ DEADLINE_S = 15.0
 def run(ctx: Context) -> list[Result]:
     root = ctx.scratch("freshness")
     shared = make_shared(root, 1)
-    spec = PeerSpec(
-        peer_id="fresh",
-        host=HOST,
-        rest_port=free_port(HOST),
-        grpc_port=free_port(HOST),
-        shared_dir=shared,
-        state_dir=root / "state",
-        extra={"log_format": "text", "log_level": "WARNING", "rate_limit_rps": 0},
+    spec = PeerSpec.on_free_ports(
+        "fresh",
+        HOST,
+        shared,
+        root / "state",
+        log_format="text",
+        log_level="WARNING",
+        rate_limit_rps=0,
     )
     count = 15 if ctx.quick else FILES
     latencies: list[float] = []

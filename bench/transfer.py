@@ -110,14 +110,8 @@ def rig(ctx: Context) -> Iterator[Rig]:
     shared.mkdir(exist_ok=True)
     with open(shared / FILE_NAME, "wb") as sparse:  # the size is all a dummy transfer reads
         sparse.truncate(GIB)
-    spec = PeerSpec(
-        peer_id="tpeer",
-        host=PEER_HOST,
-        rest_port=free_port(PEER_HOST),
-        grpc_port=free_port(PEER_HOST),
-        shared_dir=shared,
-        state_dir=root / "state",
-        extra={"log_format": "text", "log_level": "WARNING"},
+    spec = PeerSpec.on_free_ports(
+        "tpeer", PEER_HOST, shared, root / "state", log_format="text", log_level="WARNING"
     )
     peer = PeerProcesses(spec, root)
     with Helpers(root / "logs") as helpers:

@@ -24,7 +24,7 @@ from schemathesis.config._checks import POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUS
 
 from directory.app import create_app
 from peerfind.config import PeerSettings
-from peerfind.devnet import PeerProcesses, PeerSpec, free_port
+from peerfind.devnet import PeerProcesses, PeerSpec
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +50,12 @@ def fuzzed_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProces
     (shared / "sub").mkdir(parents=True)
     for name in ("hello.txt", "weird 'quote\".txt", "100%_done.csv", "ünïcødé.md", "sub/deep.bin"):
         (shared / name).write_text("x" * 10)
-    spec = PeerSpec(
-        peer_id="fuzzed",
-        host=HOST,
-        rest_port=free_port(HOST),
-        grpc_port=free_port(HOST),
-        shared_dir=shared,
-        state_dir=root / "state",
-        extra=_fuzzed_settings(),
+    spec = PeerSpec.on_free_ports(
+        "fuzzed",
+        HOST,
+        shared,
+        root / "state",
+        **_fuzzed_settings(),
     )
     peer = PeerProcesses(spec, root)
     try:

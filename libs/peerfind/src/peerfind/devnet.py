@@ -93,6 +93,21 @@ class PeerSpec:
     friend_backup: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def on_free_ports(
+        cls, peer_id: str, host: str, shared_dir: Path, state_dir: Path, **extra: Any
+    ) -> PeerSpec:
+        """A friendless peer on `host`, with REST and gRPC ports free right now."""
+        return cls(
+            peer_id=peer_id,
+            host=host,
+            rest_port=free_port(host),
+            grpc_port=free_port(host),
+            shared_dir=shared_dir,
+            state_dir=state_dir,
+            extra=extra,
+        )
+
     @property
     def url(self) -> str:
         scheme = "https" if self.extra.get("tls_cert_file") else "http"
@@ -352,12 +367,21 @@ def _up(root: Path) -> int:
     return 0
 
 
-def _down(root: Path) -> int:
+def _recorded_pids(root: Path) -> dict[str, int] | None:
+    """The pids `up` recorded, or None (and a message) when no network is running."""
     state_file = root / "pids.json"
     if not state_file.exists():
         print("no local network is running")
+        return None
+    recorded: dict[str, int] = json.loads(state_file.read_text())
+    return recorded
+
+
+def _down(root: Path) -> int:
+    recorded = _recorded_pids(root)
+    if recorded is None:
         return 0
-    pids = {k: v for k, v in json.loads(state_file.read_text()).items() if _alive(v)}
+    pids = {k: v for k, v in recorded.items() if _alive(v)}
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -367,17 +391,15 @@ def _down(root: Path) -> int:
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    state_file.unlink(missing_ok=True)
+    (root / "pids.json").unlink(missing_ok=True)
     print(f"stopped {len(pids)} processes")
     return 0
 
 
 def _status(root: Path) -> int:
-    state_file = root / "pids.json"
-    if not state_file.exists():
-        print("no local network is running")
+    pids = _recorded_pids(root)
+    if pids is None:
         return 1
-    pids = json.loads(state_file.read_text())
     for name, pid in sorted(pids.items()):
         print(f"{name:22} pid {pid:>7}  {'running' if _alive(pid) else 'stopped'}")
     return 0 if all(_alive(p) for p in pids.values()) else 1
@@ -390,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    return {"up": _up, "down": _down, "status": _status}[args.command](root)
+    try:
+        return {"up": _up, "down": _down, "status": _status}[args.command](root)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
