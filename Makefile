@@ -12,8 +12,8 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: help install proto check-proto lint fmt test test-unit test-integration \
-        bench local-up local-down local-status up down clean
+.PHONY: help install proto check-proto lint lint-containers fmt test test-unit test-integration \
+        test-compose bench local-up local-down local-status up down ps logs clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,10 +31,19 @@ proto: install ## Regenerate the gRPC stubs from proto/
 check-proto: install ## Fail if the committed stubs drift from proto/
 	$(PY) scripts/gen_proto.py --check
 
-lint: install ## ruff (lint + format check) and mypy
+lint: install lint-containers ## ruff (lint + format check), mypy, and the container files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src
+	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src \
+		scripts/stack.py
+
+DOCKERFILES := services/directory/Dockerfile services/transfer/Dockerfile \
+               services/indexer/Dockerfile deploy/compose/prometheus/Dockerfile
+
+lint-containers: install ## hadolint on every Dockerfile, `docker compose config` on the stack
+	$(VENV)/bin/hadolint --failure-threshold info $(DOCKERFILES)
+	$(VENV)/bin/docker-compose -f deploy/compose/compose.yaml config --quiet
+	$(VENV)/bin/docker-compose -f deploy/compose/compose.yaml --profile monitoring config --quiet
 
 fmt: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -61,9 +70,23 @@ local-down: ## Stop the local peers started by local-up
 local-status: install ## Show the local peers' processes
 	$(PY) -m peerfind.devnet status --root $(LOCAL_ROOT)
 
-up: local-up ## Run the three-peer network (same addresses as local-up)
+up: install ## Run three peers in containers (Docker, else a local Podman); returns when healthy
+	$(PY) scripts/stack.py up
 
-down: local-down ## Stop what `make up` started
+down: ## Remove the containers, networks and volumes of `make up`
+	@$(PYTHON) scripts/stack.py down
 
-clean: local-down ## Remove the venv, caches and run state
+ps: ## The stack's containers and their health
+	@$(PYTHON) scripts/stack.py ps
+
+logs: ## The stack's last log lines (SERVICES="peer1-directory ..." to pick)
+	@$(PYTHON) scripts/stack.py logs $(SERVICES)
+
+test-compose: install ## `make up`, end-to-end tests from the host, then `make down` (keeps the exit code)
+	@rc=0; \
+	$(PY) scripts/stack.py up && $(VENV)/bin/pytest tests/compose $(PYTEST_ARGS) || rc=$$?; \
+	$(PYTHON) scripts/stack.py down || true; \
+	exit $$rc
+
+clean: local-down ## Remove the venv, caches and run state (run `make down` first for containers)
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -86,6 +86,30 @@ def test_both_friends_down_peer_serves_its_own_files_and_retries(
         late.stop()
 
 
+def test_peer_met_by_others_first_still_finds_its_late_friend(
+    make_network: NetworkFactory, tmp_path: Path
+) -> None:
+    """Simultaneous starts (compose): peer3 registers with peer2 before peer1 is up.
+    peer2 has a live peer then, but not its friend: it must keep bootstrapping."""
+    specs = build_specs(tmp_path / "specs", count=3)
+    net = make_network(specs=specs[1:])  # peer2 (friend peer1, down) and peer3 (friend peer2)
+    net.start()
+    p2, p3 = net["peer2"].spec.url, net["peer3"].spec.url
+    wait_for(lambda: peer_ids(p2).get("peer3") == "alive", 20, what="peer3 meets peer2")
+    late = Devnet(tmp_path / "late", [specs[0]])
+    try:
+        late.start()
+        p1 = specs[0].url
+        wait_for(lambda: peer_ids(p2).get("peer1") == "alive", 20, what="peer2 finds its friend")
+        wait_for(
+            lambda: set(peer_ids(p1)) == {"peer2", "peer3"} and "peer1" in peer_ids(p3),
+            20,
+            what="all three converge",
+        )
+    finally:
+        late.stop()
+
+
 @pytest.mark.parametrize("service", ["directory.main", "transfer.main", "indexer.main"])
 def test_invalid_config_exits_2_with_one_line(tmp_path: Path, service: str) -> None:
     config = tmp_path / "bad.json"

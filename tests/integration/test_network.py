@@ -19,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import get
 
-from peerfind.devnet import Devnet, wait_for
+from peerfind.devnet import Devnet, free_port, wait_for
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -244,3 +244,26 @@ def test_peers_lists_everyone_alive(network: Devnet) -> None:
         assert states == {p: "alive" for p in PEERS if p != peer_id}
         for p in body["peers"]:
             assert time.time() - p["last_seen"] < 30
+
+
+@pytest.mark.parametrize("service", ["directory", "transfer", "indexer"])
+def test_container_healthchecks_pass_on_a_live_peer_and_fail_one_line_otherwise(
+    network: Devnet, service: str
+) -> None:
+    """`peerfind-<service> --check` is each image's HEALTHCHECK: 0 on a live peer; 1 with
+    one line (no traceback) when the service is not there."""
+    peer = network["peer1"]
+    command = [str(Path(sys.executable).parent / f"peerfind-{service}"), "--check"]
+    env = {**os.environ, "PEER_CONFIG": str(peer.config_path)}
+    ok = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    # Nothing listens on these ports / no index in this state dir.
+    gone = {
+        "PEERFIND_REST_PORT": str(free_port(peer.spec.host)),
+        "PEERFIND_GRPC_PORT": str(free_port(peer.spec.host)),
+        "PEERFIND_STATE_DIR": str(peer.config_path.parent / "no-such-state"),
+    }
+    bad = subprocess.run(command, env=env | gone, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith(f"peerfind-{service}: ")

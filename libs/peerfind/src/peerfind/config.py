@@ -244,6 +244,17 @@ class PeerSettings(BaseSettings):
         return self.state_dir / "peers.json"
 
     @property
+    def local_host(self) -> str:
+        """Where a process on this host reaches the peer's own listeners: the loopback
+        address when `host` is a wildcard (containers bind 0.0.0.0)."""
+        host = self.host.strip("[]")
+        if host in ("0.0.0.0", ""):
+            return "127.0.0.1"
+        if host == "::":
+            return "[::1]"
+        return f"[{host}]" if ":" in host else host
+
+    @property
     def tls(self) -> bool:
         """REST and gRPC are served over TLS."""
         return self.tls_cert_file is not None

@@ -1,26 +1,35 @@
-"""`peerfind-directory`: run one peer's REST directory service.
+"""`peerfind-directory`: run one peer's REST directory service, or check it.
 
     PEER_CONFIG=peer1.json peerfind-directory
+    PEER_CONFIG=peer1.json peerfind-directory --check   # the container healthcheck
 
-Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the server
-cannot start (port taken), 2 for an invalid configuration.
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT) or a healthy check, 1 when
+the server cannot start (port taken) or the check fails, 2 for an invalid
+configuration.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import socket
+import ssl
 import sys
 
+import httpx
 import uvicorn
 
 from directory.app import create_app
 from peerfind.config import PeerSettings, load_settings
 from peerfind.errors import ConfigError
 from peerfind.logging import setup_logging
+from peerfind.tls import client_ssl_context
 
-__all__ = ["main", "serve"]
+__all__ = ["check", "main", "serve"]
+
+PROG = "peerfind-directory"
+_CHECK_TIMEOUT_S = 3.0
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +85,52 @@ async def serve(settings: PeerSettings, sock: socket.socket) -> int:
     return 0 if server.started else 1
 
 
-def main() -> None:
+def check(settings: PeerSettings) -> int:
+    """The healthcheck: 0 if this peer's own `/health` answers 200, else 1 (one line)."""
+    scheme = "https" if settings.tls else "http"
+    url = f"{scheme}://{settings.local_host}:{settings.rest_port}/health"
+    verify: ssl.SSLContext | bool = False
+    if settings.tls:
+        # The certificate names the advertised host, not loopback: verify the chain only.
+        verify = client_ssl_context(settings.tls_files)
+        verify.check_hostname = False
+    try:
+        response = httpx.get(url, timeout=_CHECK_TIMEOUT_S, verify=verify)
+    except httpx.HTTPError as exc:
+        print(f"{PROG}: {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"{PROG}: {url}: HTTP {response.status_code}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve the peer's REST directory. The peer config comes from "
+        "$PEER_CONFIG (PEERFIND_* variables override it).",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 0 if this peer's /health answers, else 1"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"peerfind-directory: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.check:
+        sys.exit(check(settings))
     setup_logging("directory", settings.peer_id, settings.log_level, settings.log_format)
     try:
         sock = bind(settings.host, settings.rest_port)
     except OSError as exc:
-        print(f"peerfind-directory: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(asyncio.run(serve(settings, sock)))
 

@@ -6,8 +6,10 @@
 
 A heartbeat checks every known peer; peers unseen for `peer_ttl_s` are pruned
 (friends are kept as `down` and keep being checked). When a peer comes back,
-we register with it again so it knows us after its restart. When no peer is
-reachable, bootstrap runs again in the background.
+we register with it again so it knows us after its restart. Until a friend is
+reached, bootstrap runs again in the background every `bootstrap_retry_s`: live
+peers met otherwise do not count, because with simultaneous starts (compose) peer3
+can register with peer2 before peer1 is up, and peer2 must still find peer1.
 """
 
 from __future__ import annotations
@@ -336,12 +338,12 @@ class Membership:
             self._changed()
         self._update_gauges()
         if (
-            self.settings.friends
-            and not any(p.state == "alive" for p in self.table.peers())
+            any(u != self.settings.self_url for u in self.settings.friends)
+            and not any(p.friend and p.state == "alive" for p in self.table.peers())
             and time.monotonic() - self._last_bootstrap >= self.settings.bootstrap_retry_s
             and not self._bootstrap_lock.locked()  # one bootstrap at a time: no pile-up
         ):
-            logger.info("no live peers; bootstrapping again")
+            logger.info("no friend reachable yet; bootstrapping again")
             self._spawn(self._bootstrap_quietly())
 
     async def _bootstrap_quietly(self) -> None:

