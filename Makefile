@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .PHONY: help install proto check-proto lint lint-containers fmt test test-unit test-integration \
-        test-compose bench local-up local-down local-status up down ps logs clean
+        test-compose demo bench local-up local-down local-status up down ps logs clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,15 +76,19 @@ up: install ## Run three peers in containers (Docker, else a local Podman); retu
 down: ## Remove the containers, networks and volumes of `make up`
 	@$(PYTHON) scripts/stack.py down
 
+demo: install ## Replay the seed's test plan, captioned, against `make up` or `make local-up`
+	$(PY) scripts/demo.py
+
 ps: ## The stack's containers and their health
 	@$(PYTHON) scripts/stack.py ps
 
 logs: ## The stack's last log lines (SERVICES="peer1-directory ..." to pick)
 	@$(PYTHON) scripts/stack.py logs $(SERVICES)
 
-test-compose: install ## `make up`, end-to-end tests from the host, then `make down` (keeps the exit code)
+test-compose: install ## `make up`, end-to-end tests and `make demo` from the host, then `make down` (keeps the exit code)
 	@rc=0; \
-	$(PY) scripts/stack.py up && $(VENV)/bin/pytest tests/compose $(PYTEST_ARGS) || rc=$$?; \
+	$(PY) scripts/stack.py up && $(VENV)/bin/pytest tests/compose $(PYTEST_ARGS) \
+		&& $(PY) scripts/demo.py --stack compose || rc=$$?; \
 	$(PYTHON) scripts/stack.py down || true; \
 	exit $$rc
 

@@ -6,6 +6,8 @@ benchmarks and the demo:
     python -m peerfind.devnet up   --root .run/local    # three peers, returns when healthy
     python -m peerfind.devnet down --root .run/local    # stops exactly those processes
     python -m peerfind.devnet status --root .run/local
+    python -m peerfind.devnet stop --peer peer3         # one peer's processes (the demo)
+    python -m peerfind.devnet start --peer peer3        # ... and back
 
 The standard layout matches the compose stack: peerN's REST on 127.0.0.1:800N,
 gRPC on 127.0.0.1:5005N; peer1 has no friends, peer2's primary friend is peer1,
@@ -396,6 +398,41 @@ def _down(root: Path) -> int:
     return 0
 
 
+def _stop_peer(root: Path, peer_id: str) -> int:
+    """SIGTERM one peer's three processes (the demo's "a peer goes away")."""
+    recorded = _recorded_pids(root)
+    if recorded is None:
+        return 1
+    pids = {k: v for k, v in recorded.items() if k.startswith(f"{peer_id}-") and _alive(v)}
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not any(_alive(p) for p in pids.values()), 15, what=f"{peer_id} to stop")
+    print(f"stopped {peer_id} ({len(pids)} processes)")
+    return 0
+
+
+def _start_peer(root: Path, peer_id: str) -> int:
+    """Start one peer of the local network again and record its pids."""
+    recorded = _recorded_pids(root)
+    if recorded is None:
+        return 1
+    if any(_alive(v) for k, v in recorded.items() if k.startswith(f"{peer_id}-")):
+        print(f"{peer_id} is already running")
+        return 1
+    peer = Devnet(root, _local_specs(root))[peer_id]
+    peer.start()
+    recorded.update({f"{peer_id}-{k}": v for k, v in peer.pids().items()})
+    (root / "pids.json").write_text(json.dumps(recorded, indent=2))
+    try:
+        peer.wait_healthy()
+    except (TimeoutError, RuntimeError, httpx.HTTPError) as exc:
+        print(f"{peer_id} failed to start: {exc}; logs in {root / 'logs'}", file=sys.stderr)
+        return 1
+    print(f"started {peer_id}: REST {peer.spec.url}, gRPC {peer.spec.grpc_address}")
+    return 0
+
+
 def _status(root: Path) -> int:
     pids = _recorded_pids(root)
     if pids is None:
@@ -407,12 +444,21 @@ def _status(root: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m peerfind.devnet", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "stop", "start"])
     parser.add_argument("--root", type=Path, default=REPO_ROOT / ".run" / "local")
+    parser.add_argument(
+        "--peer", choices=[f"peer{i}" for i in (1, 2, 3)], help="the peer to stop or start"
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    if args.command in ("stop", "start") and args.peer is None:
+        parser.error(f"{args.command} needs --peer")
     try:
+        if args.command == "stop":
+            return _stop_peer(root, args.peer)
+        if args.command == "start":
+            return _start_peer(root, args.peer)
         return {"up": _up, "down": _down, "status": _status}[args.command](root)
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
