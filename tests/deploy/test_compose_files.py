@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from peerfind.config import PeerSettings, load_settings
 from peerfind.devnet import PERF_ENV, REPO_ROOT, standard_specs
@@ -187,8 +188,6 @@ def test_friend_wiring_is_local_modes(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_prometheus_scrapes_every_service_compose_defines(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import yaml
-
     prom = yaml.safe_load((COMPOSE_DIR / "prometheus" / "prometheus.yml").read_text())
     targets = {
         target
@@ -236,3 +235,21 @@ def test_service_images_build_from_the_lock_and_run_like_local_mode(service: str
     assert "PYTHONUNBUFFERED=1" in text
     for key, value in PERF_ENV.items():
         assert f"{key}={value}" in text
+
+
+def test_grafana_gets_the_provisioning_and_dashboards_the_files_expect() -> None:
+    grafana = compose_config("monitoring")["services"]["grafana"]
+    assert grafana["profiles"] == ["monitoring"]
+    volumes = mounts(grafana)
+    grafana_dir = COMPOSE_DIR / "grafana"
+    assert Path(volumes["/etc/grafana/provisioning"]["source"]) == grafana_dir / "provisioning"
+    provider = yaml.safe_load(
+        (grafana_dir / "provisioning" / "dashboards" / "peerfind.yml").read_text()
+    )
+    dashboards_path = provider["providers"][0]["options"]["path"]
+    assert Path(volumes[dashboards_path]["source"]) == grafana_dir / "dashboards"
+    datasource = yaml.safe_load(
+        (grafana_dir / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert set(grafana["networks"]) & set(compose_config()["services"]["prometheus"]["networks"])
