@@ -88,17 +88,17 @@ def test_health_on_all_three() -> None:
         assert health["index"]["available"] is True
 
 
-def test_peer_tables_converge() -> None:
-    def converged() -> bool | None:
-        for peer, url in REST.items():
-            alive = {
-                p["peer_id"] for p in curl_json(f"{url}/peers")["peers"] if p["state"] == "alive"
-            }
-            if alive != set(REST) - {peer}:
-                return None
-        return True
+def tables_converged() -> bool | None:
+    """True when every peer lists the other two as alive."""
+    for peer, url in REST.items():
+        peers = curl_json(f"{url}/peers")["peers"]
+        if {p["peer_id"] for p in peers if p["state"] == "alive"} != set(REST) - {peer}:
+            return None
+    return True
 
-    poll(converged, "every peer knowing the other two")
+
+def test_peer_tables_converge() -> None:
+    poll(tables_converged, "every peer knowing the other two")
 
 
 def test_search_from_peer1_finds_files_of_all_three() -> None:
@@ -151,11 +151,20 @@ def test_cli_download_through_peer1_streams_from_the_owner() -> None:
     assert summary["bytes"] == summary["expected_bytes"] == 3_000_000
 
 
-def test_ports_are_published_on_loopback_only() -> None:
-    result = compose("ps", "--format", "json")
+def ps(*args: str) -> list[dict[str, Any]]:
+    result = compose("ps", "--format", "json", *args)
     assert result.returncode == 0, result.stderr
     out = result.stdout.strip()
-    rows = json.loads(out) if out.startswith("[") else [json.loads(x) for x in out.splitlines()]
+    if not out:
+        return []
+    rows: list[dict[str, Any]] = (
+        json.loads(out) if out.startswith("[") else [json.loads(x) for x in out.splitlines()]
+    )
+    return rows
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    rows = ps()
     published = {
         (row["Service"], p["URL"], p["PublishedPort"])
         for row in rows
@@ -193,6 +202,9 @@ def test_stopping_peer3_leaves_partial_searches_then_it_comes_back() -> None:
     stopped = compose("stop", *peer3)
     assert stopped.returncode == 0, stopped.stderr
     try:
+        # Graceful SIGTERM handling: exit code 0, not 137 (killed after the grace period).
+        exits = {row["Service"]: row["ExitCode"] for row in ps("--all", *peer3)}
+        assert exits == dict.fromkeys(peer3, 0)
 
         def partial() -> dict[str, Any] | None:
             result = search("peer1")
@@ -210,3 +222,16 @@ def test_stopping_peer3_leaves_partial_searches_then_it_comes_back() -> None:
         return True if owners(result) == set(REST) and not result["partial"] else None
 
     poll(back, "peer3 found again after its restart")
+
+
+def test_restarting_the_friend_of_all_alone_needs_nothing_else() -> None:
+    """peer1 is everyone's friend; restart its directory alone, as a user would."""
+    restarted = compose("restart", "peer1-directory")
+    assert restarted.returncode == 0, restarted.stderr
+
+    def converged() -> bool | None:
+        result = search("peer1")
+        full = owners(result) == set(REST) and not result["partial"]
+        return tables_converged() if full else None
+
+    poll(converged, "all three peers meeting again after peer1-directory restarted")
