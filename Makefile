@@ -94,3 +94,5 @@ test-compose: install ## `make up`, end-to-end tests and `make demo` from the ho
 
 clean: local-down ## Remove the venv, caches and run state (run `make down` first for containers)
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
+
+include deploy/aws/tf.mk
