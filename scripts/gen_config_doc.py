@@ -28,7 +28,7 @@ def _default(field: object) -> str:
     factory = getattr(field, "default_factory", None)
     if default is PydanticUndefined and factory is None:
         return "**required**"
-    value = factory() if factory is not None else default  # type: ignore[operator]
+    value = factory() if factory is not None else default
     if hasattr(value, "get_secret_value"):
         value = value.get_secret_value()
     if value in ("", None, []):

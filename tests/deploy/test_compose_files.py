@@ -253,3 +253,23 @@ def test_grafana_gets_the_provisioning_and_dashboards_the_files_expect() -> None
     )
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     assert set(grafana["networks"]) & set(compose_config()["services"]["prometheus"]["networks"])
+
+
+def test_the_three_service_dockerfiles_stay_in_step() -> None:
+    """Docker has no include: the three files are one template, kept identical here
+    (only the service name, its one-line description and its ports may differ)."""
+
+    def template(service: str) -> list[str]:
+        lines = []
+        for line in SERVICE_DOCKERFILES[service].read_text().splitlines():
+            if line.startswith(("# peerfind-", "EXPOSE ")):
+                continue
+            # Every file copies all members' pyproject.toml (uv needs the workspace).
+            if not re.fullmatch(r"COPY services/\w+/pyproject.toml services/\w+/", line):
+                line = line.replace(service, "SERVICE")
+            lines.append(line)
+        return lines
+
+    directory = template("directory")
+    assert template("transfer") == directory
+    assert template("indexer") == directory
