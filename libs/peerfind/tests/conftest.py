@@ -254,6 +254,7 @@ class Upload:
     chunks: int
     crc: int
     offsets_ok: bool
+    names: tuple[str, ...]  # each chunk's label: the client sends it on the first only
 
 
 class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
@@ -297,7 +298,9 @@ class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc
         received = chunks = crc = 0
         name = ""
         offsets_ok = True
+        names: list[str] = []
         async for chunk in request_iterator:
+            names.append(chunk.name)
             if chunks == 0:
                 name = chunk.name
             offsets_ok = offsets_ok and chunk.offset == received
@@ -308,7 +311,7 @@ class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"upload exceeds {self.upload_cap} bytes"
                 )
-        self.uploads.append(Upload(name, received, chunks, crc, offsets_ok))
+        self.uploads.append(Upload(name, received, chunks, crc, offsets_ok, tuple(names)))
         reported = crc ^ 1 if self.corrupt_checksum else crc
         return transfer_pb2.UploadStatus(
             ok=True,

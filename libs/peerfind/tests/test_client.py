@@ -394,6 +394,20 @@ async def test_upload_is_verified(transfer: Any) -> None:
     seen = transfer.servicer.uploads[-1]
     assert (seen.name, seen.bytes, seen.chunks, seen.crc) == ("label", 2500, 3, expected)
     assert seen.offsets_ok
+    # One message is reused for every full chunk: the label must not stick to it.
+    assert seen.names == ("label", "", "")
+
+
+async def test_reused_upload_message_keeps_offsets_and_labels_over_many_chunks(
+    transfer: Any,
+) -> None:
+    async with TransferClient(transfer.address) as client:
+        first = await client.upload(64 * 1000 + 7, chunk_size=1000, name="one")
+        second = await client.upload(3000, chunk_size=1000, name="two")
+    assert first.verified and second.verified
+    one, two = transfer.servicer.uploads[-2:]
+    assert one.offsets_ok and one.chunks == 65 and one.names == ("one",) + ("",) * 64
+    assert two.offsets_ok and two.names == ("two", "", "")
 
 
 async def test_upload_of_zero_bytes_still_sends_the_label(transfer: Any) -> None:

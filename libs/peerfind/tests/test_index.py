@@ -133,3 +133,17 @@ def test_invalid_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["hello1.txt", ".hidden", "ñandú.md", "a b (1).pdf"])
 def test_valid_names(name: str) -> None:
     assert validate_file_name(name) == name
+
+
+def test_try_search_gives_up_past_its_budget_and_the_reader_stays_usable(db: Path) -> None:
+    """The directory runs searches on its event loop for ~1 ms; a slower one is abandoned
+    (None) and run again on a thread. Abandoning must not break the connection."""
+    IndexWriter(db).replace_all([entry(f"dir{i % 50}/file{i:06d}.txt") for i in range(30_000)])
+    reader = IndexReader(db)
+    # A 1-character query scans with LIKE; one nanosecond is over at the first check.
+    assert reader.try_search("e", 100_000, budget_s=1e-9) is None
+    assert len(reader.search("e", 100_000)) == 30_000
+    assert [e.name for e in reader.try_search("file000123", 10, budget_s=5.0) or []] == [
+        "file000123.txt"
+    ]
+    assert reader.stats().files == 30_000

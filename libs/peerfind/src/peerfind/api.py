@@ -38,7 +38,7 @@ class _Model(BaseModel):
 
 
 class ErrorResponse(_Model):
-    """Body of every 4xx answer."""
+    """Body of every error answer: 4xx for bad input, 5xx when the peer cannot serve."""
 
     error: str = Field(description="Machine-readable error kind, e.g. `invalid_request`.")
     detail: str = Field(description="One line for a human.")
@@ -143,6 +143,8 @@ class SearchResponse(_Model):
     partial: bool = Field(description="True when some peer failed or the deadline cut it.")
     truncated: bool = Field(description="True when hits were capped at the result limit.")
     duplicate: bool = Field(
-        False, description="This peer had already seen the query id and answered empty."
+        False,
+        description="This peer had already seen the query id: it answered from its "
+        "local index only and did not forward the query again.",
     )
     took_ms: float

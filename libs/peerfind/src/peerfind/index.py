@@ -39,6 +39,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 MAX_NAME_LENGTH = 255
 _BUSY_TIMEOUT_S = 5.0
+# How often (in SQLite VM steps) a time-bounded query looks at the clock.
+_PROGRESS_STEPS = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -249,6 +251,10 @@ class IndexWriter:
             self._set_meta(self._conn, "heartbeat_at", time.time())
 
 
+class _Interrupted(Exception):
+    """A time-bounded query ran past its budget (internal to IndexReader)."""
+
+
 class IndexReader:
     """Read-only access for the directory and transfer services (thread-safe).
 
@@ -282,19 +288,52 @@ class IndexReader:
         self._local.conn = conn
         return conn
 
-    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[str, str, int, float]]:
+    def _query(
+        self, sql: str, params: tuple[object, ...], budget_s: float | None = None
+    ) -> list[tuple[str, str, int, float]]:
         conn = self._conn()
         if conn is None:
             return []
+        interrupted = False
+        if budget_s is not None:
+            deadline = time.perf_counter() + budget_s
+
+            def past_deadline() -> bool:
+                nonlocal interrupted
+                interrupted = time.perf_counter() > deadline
+                return interrupted  # True makes SQLite abort the statement
+
+            conn.set_progress_handler(past_deadline, _PROGRESS_STEPS)
         try:
             return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
+            if interrupted:
+                raise _Interrupted from None
             self._local.conn = None
             conn.close()
             raise IndexUnavailable(f"index read failed: {exc}") from None
+        finally:
+            if budget_s is not None:
+                conn.set_progress_handler(None, 0)
 
     def search(self, query: str, limit: int) -> list[FileEntry]:
         """Entries whose name contains `query`, case-insensitively (at most `limit`)."""
+        return self._search(query, limit, None)
+
+    def try_search(self, query: str, limit: int, budget_s: float) -> list[FileEntry] | None:
+        """`search`, or None when the query runs longer than about `budget_s` (it is
+        then abandoned). Lets an event loop answer the common, sub-millisecond query
+        itself and hand only the slow ones to a thread.
+
+        SQLite checks the clock every `_PROGRESS_STEPS` VM steps, so the overshoot is
+        what it does between two checks (well under a millisecond for most queries).
+        """
+        try:
+            return self._search(query, limit, budget_s)
+        except _Interrupted:
+            return None
+
+    def _search(self, query: str, limit: int, budget_s: float | None) -> list[FileEntry]:
         if not query or limit <= 0 or "\x00" in query:
             return []  # no name holds NUL, and FTS5 would read it as the end of the query
         if len(query) >= 3:
@@ -302,9 +341,11 @@ class IndexReader:
                 f"SELECT {_COLUMNS} FROM files_fts JOIN files AS f ON f.id = files_fts.rowid "
                 "WHERE files_fts MATCH ? LIMIT ?"
             )
-            return [_entry(r) for r in self._query(sql, (_fts_phrase(query), limit))]
-        sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name LIKE ? ESCAPE '\\' LIMIT ?"
-        return [_entry(r) for r in self._query(sql, (_like_pattern(query), limit))]
+            rows = self._query(sql, (_fts_phrase(query), limit), budget_s)
+        else:
+            sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name LIKE ? ESCAPE '\\' LIMIT ?"
+            rows = self._query(sql, (_like_pattern(query), limit), budget_s)
+        return [_entry(r) for r in rows]
 
     def list(self, limit: int, after: str = "") -> list[FileEntry]:
         """Entries in path order, starting after the path `after` (keyset pagination)."""

@@ -25,7 +25,7 @@ from peerfind.config import PeerSettings
 from peerfind.index import FileEntry, IndexReader
 from peerfind.tls import TlsFiles, channel_credentials, client_ssl_context
 
-__all__ = ["MAX_FORWARDS_PER_PEER", "Node"]
+__all__ = ["INLINE_SEARCH_BUDGET_S", "MAX_FORWARDS_PER_PEER", "Node"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ MAX_FORWARDS_PER_PEER = 8
 # Forwarded searches get their own, larger per-address budget: one busy entry peer
 # forwards every client's search from a single address.
 _FORWARD_RATE_FACTOR = 10
+# A local search runs on the event loop for up to this long; one that takes longer
+# (a common substring in a very large index) is abandoned and run again on a thread.
+# Most take 0.05-0.5 ms, less than the hop to a worker thread and back (bench/).
+INLINE_SEARCH_BUDGET_S = 0.001
 
 
 def _source_address(host: str) -> str | None:
@@ -131,6 +135,9 @@ class Node:
     # -- search -----------------------------------------------------------
 
     async def local_search(self, query: str, limit: int) -> list[FileEntry]:
+        found = self.reader.try_search(query, limit, INLINE_SEARCH_BUDGET_S)
+        if found is not None:
+            return found
         return await asyncio.to_thread(self.reader.search, query, limit)
 
     async def forward(self, peer: Peer, params: SearchParams) -> SearchResponse:

@@ -1,8 +1,9 @@
 """Distributed search: local lookup, then a bounded flood to neighbours.
 
 Every query carries an id, a TTL (hops left) and a deadline. A peer that sees a
-query id again answers empty (no loops, no duplicate hits in cyclic topologies)
-and it never forwards back to the sender. Neighbours that fail or miss the
+query id again answers from its local index only and never forwards it (no loops;
+the entry merges hits by peer and path, so cycles add no duplicates), and it never
+forwards back to the sender. Neighbours that fail or miss the
 deadline never fail the search: they are listed in `peers_failed` and the
 answer says `partial: true`.
 
@@ -19,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from directory import metrics
 from directory.peers import Peer, PeerTable
@@ -66,8 +67,11 @@ Forwarder = Callable[[Peer, SearchParams], Coroutine[Any, Any, SearchResponse]]
 def describe(
     entry: FileEntry, peer_id: str, rest_url: str, grpc_address: str, model: type[_Info]
 ) -> _Info:
-    """An index entry as the API shows it: with its owner and where to fetch it."""
-    return model(
+    """An index entry as the API shows it: with its owner and where to fetch it.
+
+    Built without validation: every field comes typed from our own index and settings.
+    """
+    info = model.model_construct(
         name=entry.name,
         path=entry.path,
         size=entry.size,
@@ -76,6 +80,7 @@ def describe(
         rest_url=rest_url,
         grpc_address=grpc_address,
     )
+    return cast(_Info, info)  # model_construct is typed as returning the bound, FileInfo
 
 
 def new_query_id() -> str:
@@ -144,6 +149,14 @@ class SearchRouter:
         self.max_results = max_results
         self.seen = seen or SeenQueries()
 
+    async def _forward_within(
+        self, peer: Peer, params: SearchParams, budget_s: float
+    ) -> SearchResponse:
+        # asyncio.timeout rather than wait_for: no second task, so the request goes
+        # out as soon as this task first runs.
+        async with asyncio.timeout(budget_s):
+            return await self.forward(peer, params)
+
     async def search(self, params: SearchParams) -> SearchResponse:
         started = time.monotonic()
         role = "forwarded" if params.sender else "entry"
@@ -156,7 +169,6 @@ class SearchRouter:
         if duplicate:
             metrics.SEARCH_DUPLICATES.inc()
         deadline = started + params.timeout_s
-        local_task = asyncio.create_task(self.local_search(params.query, self.max_results + 1))
         targets = self.table.choose(
             params.fanout if params.ttl > 0 and not duplicate else 0,
             exclude=[params.sender] if params.sender else (),
@@ -173,10 +185,12 @@ class SearchRouter:
             sender=self.peer_id,
         )
         forwards = {
-            asyncio.create_task(asyncio.wait_for(self.forward(peer, child), budget)): peer
-            for peer in targets
+            asyncio.create_task(self._forward_within(peer, child, budget)): peer for peer in targets
         }
         metrics.SEARCH_FORWARDS.inc(len(forwards))
+        # Started after the forwards (tasks run in creation order), so that the
+        # neighbours are already at work while the local index answers.
+        local_task = asyncio.create_task(self.local_search(params.query, self.max_results + 1))
 
         hits: dict[tuple[str, str], SearchHit] = {}
         answered: list[str] = []

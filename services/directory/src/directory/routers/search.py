@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from directory.deps import NodeDep, RateLimited, check_peer_token
 from directory.errors import ApiError
@@ -66,7 +66,7 @@ async def search(
         str | None,
         Query(pattern=_PEER_ID_PATTERN, description="Peer id of the forwarding peer."),
     ] = None,
-) -> SearchResponse:
+) -> Response:
     """Search this peer's index, then forward to up to `fanout` known peers.
 
     A peer that fails or times out never fails the search: it is listed in
@@ -83,4 +83,7 @@ async def search(
         query_id=qid or new_query_id(),
         sender=sender or None,
     )
-    return await node.router.search(params)
+    answer = await node.router.search(params)
+    # The same JSON FastAPI would write for `response_model=SearchResponse`, without
+    # validating our own answer a second time (bench/: ~5% of a search's CPU).
+    return Response(answer.model_dump_json(), media_type="application/json")
