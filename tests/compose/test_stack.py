@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import readme_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -149,6 +151,18 @@ def test_cli_download_through_peer1_streams_from_the_owner() -> None:
     summary = json.loads(result.stdout)
     assert summary["peer_id"] == "peer3"
     assert summary["bytes"] == summary["expected_bytes"] == 3_000_000
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_works_verbatim_against_the_stack(command: str) -> None:
+    """The README's examples, exactly as written: `make up` gives the documented addresses."""
+    argv = shlex.split(command)
+    argv[0] = tool(argv[0])
+    if Path(argv[0]).name == "curl":
+        argv.insert(1, "--fail")
+    result = run(*argv, timeout=120)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-1500:]}\n{result.stderr[-1500:]}"
+    assert result.stdout.strip(), f"{command} printed nothing"
 
 
 def ps(*args: str) -> list[dict[str, Any]]:

@@ -228,6 +228,21 @@ METRICS_SERVICES = ("directory", "transfer", "indexer")
 Target = tuple[str, str]  # (peer, service), the labels every scrape target carries
 
 
+RUNNABLE = ("curl", "grpcurl", "peerfind")  # the README commands a test runs
+
+
+def readme_commands() -> list[str]:
+    """Each line of a README code block that starts with curl, grpcurl or peerfind."""
+    text = (REPO_ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line.split(" ", 1)[0] in RUNNABLE:
+                commands.append(line)
+    return commands
+
+
 def require_binary(name: str) -> str:
     """Path of a Prometheus binary. Missing, it skips the test (the only reason to skip
     one), except under CI (`$CI` set), where it fails it."""

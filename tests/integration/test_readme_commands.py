@@ -10,32 +10,19 @@ command passes when it exits 0 (curl runs with `--fail`, so an HTTP error fails 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import RUNNABLE, readme_commands
 
-from peerfind.devnet import REPO_ROOT, Devnet
+from peerfind.devnet import Devnet
 
 pytestmark = pytest.mark.integration
 
-README = REPO_ROOT / "README.md"
-RUNNABLE = ("curl", "grpcurl", "peerfind")
 BIN = Path(sys.executable).parent
-
-
-def readme_commands() -> list[str]:
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", README.read_text(), re.S)
-    commands = []
-    for block in blocks:
-        for line in block.splitlines():
-            line = line.split("  #", 1)[0].strip()
-            if line.split(" ", 1)[0] in RUNNABLE:
-                commands.append(line)
-    return commands
 
 
 COMMANDS = readme_commands()

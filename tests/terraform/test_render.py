@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from tfkit import (
     COMPOSE_DIR,
+    SAMPLES_DIR,
     TEST_CLUSTER_TOKEN,
     TEST_PUBLIC_NET,
     Evaluate,
@@ -367,16 +368,21 @@ def test_outputs_print_urls_and_commands(evaluate: Evaluate, count: int) -> None
         assert f"curl -s http://{_public(n)}:8000/health" in outputs["curl_commands"][peer_id]
         grpcurl = outputs["grpcurl_commands"][peer_id]
         assert f"grpcurl -plaintext {_public(n)}:50051 list" in grpcurl
-        # deploy/samples has peer1-3, each with helloN.txt.
+        # A peer whose deploy/samples folder has helloN.txt gets a download to paste.
+        has_sample = (SAMPLES_DIR / peer_id / f"hello{n}.txt").is_file()
         downloads = [c for c in grpcurl if "DummyDownload" in c]
-        assert len(downloads) == (1 if n <= 3 else 0), downloads
+        assert len(downloads) == (1 if has_sample else 0), downloads
         for command in downloads:
             words = shlex.split(command)
             assert json.loads(words[words.index("-d") + 1]) == {"name": f"hello{n}.txt"}
         assert outputs["ssm_sessions"][peer_id].endswith(f"--target i-0standin{n}")
+    # The download goes to the farthest peer that has a sample file.
+    farthest = max(
+        n for n in range(1, len(ids) + 1) if (SAMPLES_DIR / f"peer{n}" / f"hello{n}.txt").is_file()
+    )
     assert outputs["peerfind_cli"] == [
         f"peerfind search hello --peer http://{_public(1)}:8000",
-        f"peerfind download hello3.txt --peer http://{_public(1)}:8000",
+        f"peerfind download hello{farthest}.txt --peer http://{_public(1)}:8000",
     ]
     # One block to paste, peers in number order, every line a valid shell command.
     try_it: str = outputs["try_it"]
