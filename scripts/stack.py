@@ -494,8 +494,13 @@ def down() -> int:
 
 
 def passthrough(*args: str) -> int:
-    engine, _ = ready_engine(setup=False)
-    return engine.compose(*args).returncode
+    already = choose_engine() == "podman" and Podman().answers()
+    engine, podman = ready_engine(setup=False)
+    result = engine.compose(*args).returncode
+    # `make ps` on a stopped stack must not leave an API service behind it.
+    if podman is not None and not already and not podman.project_containers():
+        podman.stop_service()
+    return result
 
 
 def show_env() -> int:
