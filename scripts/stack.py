@@ -120,13 +120,10 @@ class Engine:
 def docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
-    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    # DOCKER_HOST and docker contexts are honoured: a remote engine is a Docker engine.
     try:
         return (
-            _run(
-                ["docker", "info", "--format", "{{.ServerVersion}}"], env=env, timeout=20
-            ).returncode
-            == 0
+            _run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=20).returncode == 0
         )
     except StackError:
         return False
@@ -148,6 +145,8 @@ def choose_engine() -> str:
         return forced
     if forced:
         raise StackError(f"PEERFIND_ENGINE must be docker or podman, not {forced!r}")
+    if os.environ.get("DOCKER_HOST") == f"unix://{Podman().socket_path}":
+        return "podman"  # exported from `stack.py env`: our own Podman, not a Docker engine
     return "docker" if docker_answers() else "podman"
 
 

@@ -124,3 +124,21 @@ def test_compose_ps_json_in_both_shapes(stack: ModuleType) -> None:
     assert stack._ps(Engine(json.dumps(rows))) == rows
     assert stack._ps(Engine("\n".join(json.dumps(r) for r in rows))) == rows
     assert stack._ps(Engine("")) == []
+
+
+def test_docker_host_of_our_own_podman_is_not_taken_for_docker(
+    stack: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stack.py env` exports DOCKER_HOST for our Podman; `make up` must still run the
+    Podman path (its healthcheck loop), not the Docker one."""
+    monkeypatch.delenv("PEERFIND_ENGINE", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{stack.Podman().socket_path}")
+
+    def no_docker_probe() -> bool:
+        raise AssertionError("docker info must not decide this")
+
+    monkeypatch.setattr(stack, "docker_answers", no_docker_probe)
+    assert stack.choose_engine() == "podman"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://build-host.example:2376")
+    monkeypatch.setattr(stack, "docker_answers", lambda: True)
+    assert stack.choose_engine() == "docker"
