@@ -23,6 +23,7 @@ so `down` works even from a broken venv. Errors are one line and exit 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -369,6 +370,26 @@ class Podman:
     def stop_service(self) -> None:
         self.stop_pid(self.loop_pid_file)
         self.stop_pid(self.pid_file)
+        self.reap_exec_monitors()
+
+    @staticmethod
+    def reap_exec_monitors() -> None:
+        """Podman keeps the monitor (conmon) of each finished `exec` session alive for
+        300 s after it ends, so that its exit code can be read. Once the stack is down
+        nobody will read them: stop those of our project's containers now."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not argv or not argv[0].endswith(b"conmon") or b"--exec-process-spec" not in argv:
+                continue
+            name = argv[argv.index(b"-n") + 1] if b"-n" in argv[:-1] else b""
+            if name.startswith(f"{PROJECT}-".encode()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGTERM)
 
 
 def ready_engine(*, setup: bool) -> tuple[Engine, Podman | None]:
