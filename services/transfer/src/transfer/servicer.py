@@ -22,16 +22,15 @@ stream with no chunk at all.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
+from peerfind.checksum import crc32
 from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.errors import IndexUnavailable, InvalidNameError
 from peerfind.index import FileEntry, IndexReader, validate_file_name
@@ -49,21 +48,6 @@ _INTERNAL_DETAILS = "internal error in the transfer service"
 _DEADLINE_SLACK_S = 0.1
 
 
-def _crc32_function() -> Callable[[bytes, int], int]:
-    """zlib-ng's crc32 when it is installed, else zlib's: the same CRC-32, faster.
-
-    Measured here (docs/benchmarks.md): zlib's crc32 runs at ~3.6 GB/s and was the
-    largest cost of DummyUpload's server side; zlib-ng's (SIMD) at ~45 GB/s.
-    """
-    try:
-        module = importlib.import_module("zlib_ng.zlib_ng")
-    except ImportError:
-        return zlib.crc32
-    function: Callable[[bytes, int], int] = module.crc32
-    return function
-
-
-_crc32 = _crc32_function()
 _T = TypeVar("_T")
 DownloadContext = grpc.aio.ServicerContext[transfer_pb2.FileRequest, transfer_pb2.FileChunk]
 UploadContext = grpc.aio.ServicerContext[transfer_pb2.FileChunk, transfer_pb2.UploadStatus]
@@ -287,7 +271,6 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         progress: _Progress,
     ) -> transfer_pb2.UploadStatus:
         cap = self._settings.max_upload_bytes
-        crc32 = _crc32
         crc = 0
         received = 0
         count = 0
