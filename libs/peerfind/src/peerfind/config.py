@@ -10,6 +10,7 @@ line naming the field; the services turn that into exit code 2.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "PeerSettings",
     "load_settings",
+    "service_arguments",
     "validate_http_url",
 ]
 
@@ -255,6 +257,12 @@ class PeerSettings(BaseSettings):
         return f"[{host}]" if ":" in host else host
 
     @property
+    def grpc_tls_name(self) -> str:
+        """The host name the peer's gRPC certificate is issued for (the advertised one):
+        what a client reaching the transfer service by another address must verify."""
+        return self.grpc_advertise.rpartition(":")[0].strip("[]")
+
+    @property
     def tls(self) -> bool:
         """REST and gRPC are served over TLS."""
         return self.tls_cert_file is not None
@@ -315,3 +323,15 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> PeerSettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"invalid config ({where}): {_describe(first)}") from None
+
+
+def service_arguments(prog: str, does: str, check: str) -> argparse.ArgumentParser:
+    """The command line every peer service shares: `--check` (its container healthcheck:
+    exit 0 when `check` holds, else 1 with one line); the config comes from the environment."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{does} The peer config comes from ${CONFIG_ENV} "
+        f"({ENV_PREFIX}* variables override it).",
+    )
+    parser.add_argument("--check", action="store_true", help=f"exit 0 if {check}, else 1")
+    return parser

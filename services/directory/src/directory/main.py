@@ -10,7 +10,6 @@ configuration.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import socket
@@ -21,7 +20,7 @@ import httpx
 import uvicorn
 
 from directory.app import create_app
-from peerfind.config import PeerSettings, load_settings
+from peerfind.config import PeerSettings, load_settings, service_arguments
 from peerfind.errors import ConfigError
 from peerfind.logging import setup_logging
 from peerfind.tls import client_ssl_context
@@ -105,20 +104,10 @@ def check(settings: PeerSettings) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Serve the peer's REST directory. The peer config comes from "
-        "$PEER_CONFIG (PEERFIND_* variables override it).",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="exit 0 if this peer's /health answers, else 1"
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = service_arguments(
+        PROG, "Serve the peer's REST directory.", "this peer's /health answers"
+    ).parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -174,11 +174,10 @@ class Node:
             return grpc.aio.insecure_channel(settings.transfer_address)
         # The local transfer presents the peer's certificate, issued for the
         # advertised name; we present the same certificate as a client (mTLS).
-        advertised_host = settings.grpc_advertise.rpartition(":")[0].strip("[]")
         return grpc.aio.secure_channel(
             settings.transfer_address,
             channel_credentials(settings.tls_files),
-            options=[("grpc.ssl_target_name_override", advertised_host)],
+            options=[("grpc.ssl_target_name_override", settings.grpc_tls_name)],
         )
 
     async def transfer_serving(self) -> bool:

@@ -10,7 +10,6 @@ on stderr, prefixed with the program name.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -18,7 +17,7 @@ import sys
 import time
 
 from indexer.service import run, shared_root
-from peerfind.config import PeerSettings, load_settings
+from peerfind.config import PeerSettings, load_settings, service_arguments
 from peerfind.errors import ConfigError, IndexUnavailable
 from peerfind.index import IndexReader
 from peerfind.logging import setup_logging
@@ -33,20 +32,6 @@ PROG = "peerfind-indexer"
 
 def _fail(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Scan and watch the peer's shared folder; the single writer of its index. "
-        "The peer config comes from $PEER_CONFIG (PEERFIND_* variables override it).",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 0 if the index heartbeat is younger than index_stale_after_s, else 1",
-    )
-    return parser
 
 
 def check(settings: PeerSettings) -> int:
@@ -81,7 +66,11 @@ async def _serve(settings: PeerSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `peerfind-indexer` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = service_arguments(
+        PROG,
+        "Scan and watch the peer's shared folder; the single writer of its index.",
+        "the index heartbeat is younger than index_stale_after_s",
+    ).parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:

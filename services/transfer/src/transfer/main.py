@@ -10,7 +10,6 @@ are one line, never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -18,7 +17,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from peerfind.config import PeerSettings, load_settings
+from peerfind.config import PeerSettings, load_settings, service_arguments
 from peerfind.errors import ConfigError
 from peerfind.logging import setup_logging
 from peerfind.metrics import serve_metrics, set_build_info
@@ -38,11 +37,10 @@ def check(settings: PeerSettings) -> int:
     address = f"{settings.local_host}:{settings.grpc_port}"
     if settings.tls:
         # The certificate names the advertised host, not loopback.
-        advertised_host = settings.grpc_advertise.rpartition(":")[0].strip("[]")
         channel = grpc.secure_channel(
             address,
             channel_credentials(settings.tls_files),
-            options=[("grpc.ssl_target_name_override", advertised_host)],
+            options=[("grpc.ssl_target_name_override", settings.grpc_tls_name)],
         )
     else:
         channel = grpc.insecure_channel(address)
@@ -60,21 +58,11 @@ def check(settings: PeerSettings) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Serve the peer's FileTransfer gRPC service. The peer config comes "
-        "from $PEER_CONFIG (PEERFIND_* variables override it).",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="exit 0 if the gRPC health check says SERVING"
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     """Load the peer config, start metrics and the gRPC server, run until signalled."""
-    args = _parser().parse_args(argv)
+    args = service_arguments(
+        PROG, "Serve the peer's FileTransfer gRPC service.", "the gRPC health check says SERVING"
+    ).parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:
