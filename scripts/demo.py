@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,61 +108,37 @@ def summarize(result: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- stacks
 
 
+@dataclass(frozen=True)
 class Stack:
-    """How to stop and start one peer of the running network."""
+    """The running network, and the command that stops or starts one of its peers."""
 
-    name = ""
-
-    def stop(self, peer: str) -> None:
-        raise NotImplementedError
-
-    def start(self, peer: str) -> None:
-        raise NotImplementedError
-
-
-class ComposeStack(Stack):
-    name = "compose (make up)"
-
-    def _compose(self, verb: str, peer: str) -> None:
-        services = [f"{peer}-{s}" for s in ("directory", "transfer", "indexer")]
-        run([sys.executable, "scripts/stack.py", "compose", verb, *services], quiet=True)
+    name: str
+    command: Callable[[str, str], list[str]]  # (verb "stop"/"start", peer) -> argv
 
     def stop(self, peer: str) -> None:
-        self._compose("stop", peer)
+        run(self.command("stop", peer), quiet=True)
 
     def start(self, peer: str) -> None:
-        self._compose("start", peer)
+        run(self.command("start", peer), quiet=True)
 
 
-class LocalStack(Stack):
-    name = "local processes (make local-up)"
+def _compose_command(verb: str, peer: str) -> list[str]:
+    services = [f"{peer}-{s}" for s in ("directory", "transfer", "indexer")]
+    return [sys.executable, "scripts/stack.py", "compose", verb, *services]
 
-    def _devnet(self, verb: str, peer: str) -> None:
-        run(
-            [
-                sys.executable,
-                "-m",
-                "peerfind.devnet",
-                verb,
-                "--peer",
-                peer,
-                "--root",
-                str(LOCAL_ROOT),
-            ]
-        )
 
-    def stop(self, peer: str) -> None:
-        self._devnet("stop", peer)
+def _devnet_command(verb: str, peer: str) -> list[str]:
+    root = str(LOCAL_ROOT)
+    return [sys.executable, "-m", "peerfind.devnet", verb, "--peer", peer, "--root", root]
 
-    def start(self, peer: str) -> None:
-        self._devnet("start", peer)
+
+COMPOSE = Stack("compose (make up)", _compose_command)
+LOCAL = Stack("local processes (make local-up)", _devnet_command)
 
 
 def detect(kind: str) -> Stack:
-    if kind == "local":
-        return LocalStack()
-    if kind == "compose":
-        return ComposeStack()
+    if kind != "auto":
+        return LOCAL if kind == "local" else COMPOSE
     status = subprocess.run(
         [sys.executable, "-m", "peerfind.devnet", "status", "--root", str(LOCAL_ROOT)],
         capture_output=True,
@@ -169,7 +146,7 @@ def detect(kind: str) -> Stack:
         timeout=30,
         check=False,
     )
-    return LocalStack() if status.returncode == 0 else ComposeStack()
+    return LOCAL if status.returncode == 0 else COMPOSE
 
 
 # --------------------------------------------------------------------------- steps

@@ -379,36 +379,39 @@ def _recorded_pids(root: Path) -> dict[str, int] | None:
     return recorded
 
 
+def _terminate(pids: Iterable[int], timeout_s: float = 10.0) -> None:
+    """SIGTERM the processes, and SIGKILL those still alive after `timeout_s`."""
+    pids = [p for p in pids if _alive(p)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        wait_for(lambda: not any(_alive(p) for p in pids), timeout_s, what="processes to exit")
+    except TimeoutError:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _down(root: Path) -> int:
     recorded = _recorded_pids(root)
     if recorded is None:
         return 0
-    pids = {k: v for k, v in recorded.items() if _alive(v)}
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    try:
-        wait_for(lambda: not any(_alive(p) for p in pids.values()), 10, what="processes to exit")
-    except TimeoutError:
-        for pid in pids.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    alive = [p for p in recorded.values() if _alive(p)]
+    _terminate(alive)
     (root / "pids.json").unlink(missing_ok=True)
-    print(f"stopped {len(pids)} processes")
+    print(f"stopped {len(alive)} processes")
     return 0
 
 
 def _stop_peer(root: Path, peer_id: str) -> int:
-    """SIGTERM one peer's three processes (the demo's "a peer goes away")."""
+    """Stop one peer's three processes (the demo's "a peer goes away")."""
     recorded = _recorded_pids(root)
     if recorded is None:
         return 1
-    pids = {k: v for k, v in recorded.items() if k.startswith(f"{peer_id}-") and _alive(v)}
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not any(_alive(p) for p in pids.values()), 15, what=f"{peer_id} to stop")
-    print(f"stopped {peer_id} ({len(pids)} processes)")
+    alive = [v for k, v in recorded.items() if k.startswith(f"{peer_id}-") and _alive(v)]
+    _terminate(alive)
+    print(f"stopped {peer_id} ({len(alive)} processes)")
     return 0
 
 
