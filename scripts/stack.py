@@ -159,7 +159,6 @@ class Podman:
     """The fallback: a rootful Podman serving Docker's API on a socket of ours."""
 
     def __init__(self) -> None:
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
         self.socket_path = RUN_DIR / "podman.sock"
         if len(str(self.socket_path)) > 100:  # sun_path holds 108 bytes
             self.socket_path = Path(f"/run/peerfind-podman-{os.getuid()}.sock")
@@ -216,6 +215,7 @@ class Podman:
         if self.answers():
             return
         say(f"starting Podman's Docker API on {self.socket_path}")
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         log = (RUN_DIR / "service.log").open("ab")
         proc = subprocess.Popen(
@@ -429,10 +429,9 @@ def wait_healthy(
     unhealthy_since: dict[str, float] = {}
     while True:
         rows = _ps(engine)
-        if podman is not None:
-            podman.run_healthchecks(
-                [str(r.get("Name", "")) for r in rows if r.get("Health") != "healthy"]
-            )
+        pending = [str(r.get("Name", "")) for r in rows if r.get("Health") != "healthy"]
+        if podman is not None and pending:  # no systemd timers: run the checks ourselves
+            podman.run_healthchecks(pending)
             rows = _ps(engine)
         states = {
             str(r.get("Service")): (str(r.get("State")), str(r.get("Health") or "")) for r in rows
