@@ -227,7 +227,13 @@ class PeerProcesses:
                         + " | ".join(tail)
                     )
             body = self.health()
-            return body if body.get("status") == "ok" else None
+            if body.get("status") != "ok":
+                return None
+            # /health caches the transfer's gRPC health for a moment: right after a
+            # restart of the transfer alone it may still say "serving" from before.
+            if "transfer" in self.procs and not _accepts(self.spec.host, self.spec.grpc_port):
+                return None
+            return body
 
         result: dict[str, Any] = wait_for(
             ready, deadline_s, what=f"{self.spec.peer_id} to be healthy"
@@ -236,6 +242,14 @@ class PeerProcesses:
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items() if proc.poll() is None}
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class Devnet:
