@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from directory.app import HotRoute
+from directory.routers import search as search_routes
 from peerfind.api import ErrorResponse, FilesResponse, HealthResponse, SearchResponse
 from peerfind.index import IndexWriter
 
@@ -136,6 +138,28 @@ def test_metrics_exposed(client: TestClient, writer: IndexWriter) -> None:
     assert 'peerfind_directory_searches_received_total{role="entry"}' in text
     assert 'peerfind_directory_http_requests_total{method="GET",route="/search"' in text
     assert 'peerfind_build_info{peer="p1",service="directory"' in text
+
+
+def test_metrics_label_unknown_methods_as_other(client: TestClient) -> None:
+    # Any token is a valid HTTP method: a label per client-chosen method would let
+    # anyone grow the metrics without bound.
+    for method in ("BREW", "PROPFIND", "X-ANYTHING"):
+        assert client.request(method, "/search", params={"query": "x"}).status_code == 405
+    text = client.get("/metrics").text
+    assert 'method="other",route="/search",status="405"} 3.0' in text
+    assert "BREW" not in text and "PROPFIND" not in text
+
+
+def test_search_is_served_by_the_hot_route_with_the_documented_contract(
+    client: TestClient,
+) -> None:
+    app = client.app
+    first = app.router.routes[0]  # type: ignore[attr-defined]
+    assert isinstance(first, HotRoute) and first.path == "/search"
+    (documented,) = search_routes.router.routes  # what FastAPI documents for /search
+    assert documented.endpoint is first.endpoint  # type: ignore[attr-defined]
+    assert client.head("/search", params={"query": "x"}).status_code == 405  # as documented
+    assert client.post("/search", params={"query": "x"}).json()["error"] == "method_not_allowed"
 
 
 def test_openapi_lists_the_seed_endpoints(client: TestClient) -> None:

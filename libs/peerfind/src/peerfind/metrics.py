@@ -9,12 +9,14 @@ services that have no HTTP server of their own (transfer, indexer).
 from __future__ import annotations
 
 import logging
+from typing import Generic, TypeVar
 
 from prometheus_client import Gauge, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 from peerfind import __version__
 
-__all__ = ["BUILD_INFO", "serve_metrics", "set_build_info"]
+__all__ = ["BUILD_INFO", "Children", "serve_metrics", "set_build_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,29 @@ BUILD_INFO = Gauge(
     "Always 1; labels name the running version, peer and service.",
     ["version", "peer", "service"],
 )
+
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class Children(Generic[_M]):
+    """A labelled metric's children, each looked up once: `labels()` validates and
+    locks on every call (~5 us), a dict hit costs ~0.1 us. For hot paths only, and
+    only with label values from a small fixed set (never raw client input).
+
+        REQUESTS = Children(HTTP_REQUESTS)
+        REQUESTS("/search", "GET", "200").inc()
+    """
+
+    def __init__(self, metric: _M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 def set_build_info(peer: str, service: str) -> None:

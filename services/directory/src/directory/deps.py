@@ -10,18 +10,30 @@ from directory.errors import ApiError
 from directory.membership import TOKEN_HEADER
 from directory.node import Node
 
-__all__ = ["NodeDep", "PeerAuth", "RateLimited", "check_peer_token"]
+__all__ = [
+    "NodeDep",
+    "PeerAuth",
+    "RateLimited",
+    "check_peer_token",
+    "check_rate_limit",
+    "node_of",
+]
+
+
+def node_of(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
 
 
 async def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
+    return node_of(request)
 
 
 NodeDep = Annotated[Node, Depends(_node)]
 
 
-async def _rate_limited(request: Request, node: NodeDep) -> None:
+def check_rate_limit(request: Request, node: Node) -> None:
+    """Refuse (429) a client past its request budget; forwarded searches have their own."""
     client = request.client.host if request.client else "unknown"
     forwarded = "sender" in request.query_params or "qid" in request.query_params
     limiter = node.forward_limiter if forwarded else node.limiter
@@ -34,6 +46,10 @@ async def _rate_limited(request: Request, node: NodeDep) -> None:
             f"too many requests from {client}; retry in {retry} s",
             headers={"Retry-After": retry},
         )
+
+
+async def _rate_limited(request: Request, node: NodeDep) -> None:
+    check_rate_limit(request, node)
 
 
 def check_peer_token(request: Request, node: Node) -> None:

@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import time
 
+import aiohttp
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,7 +26,7 @@ from peerfind.config import PeerSettings
 from peerfind.index import FileEntry, IndexReader
 from peerfind.tls import TlsFiles, channel_credentials, client_ssl_context
 
-__all__ = ["INLINE_SEARCH_BUDGET_S", "MAX_FORWARDS_PER_PEER", "Node"]
+__all__ = ["INLINE_SEARCH_BUDGET_S", "MAX_FORWARDS_PER_PEER", "MAX_FORWARD_ANSWER_BYTES", "Node"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,13 @@ _TRANSFER_CHECK_TTL_S = 2.0
 _TRANSFER_CHECK_TIMEOUT_S = 0.5
 # Below uvicorn's 5 s keep-alive, so pooled connections are not closed under us.
 _KEEPALIVE_EXPIRY_S = 4.0
-# Forwarded searches in flight to one neighbour: httpx's pool works per request in
-# proportion to its open connections, so a cap keeps a few warm ones (8 measured best,
-# bench/). Per neighbour, so that a slow peer never holds the slots of healthy ones.
+# Forwarded searches in flight to one neighbour (connections to one address): a few
+# warm ones serve a busy entry best (bench/), and a slow peer never holds the slots of
+# healthy ones.
 MAX_FORWARDS_PER_PEER = 8
+# A neighbour's answer to a forwarded search larger than this is refused (a full
+# answer of max_results hits is well under 1 MiB).
+MAX_FORWARD_ANSWER_BYTES = 8 * 1024 * 1024
 # Forwarded searches get their own, larger per-address budget: one busy entry peer
 # forwards every client's search from a single address.
 _FORWARD_RATE_FACTOR = 10
@@ -56,6 +60,42 @@ def _source_address(host: str) -> str | None:
 
 class ForwardError(Exception):
     """A neighbour answered a forwarded search with an error status."""
+
+
+def _forward_session(settings: PeerSettings) -> aiohttp.ClientSession:
+    """The client of forwarded searches, the hot path of a search.
+
+    aiohttp rather than httpx (which membership keeps): a forwarded GET costs ~0.25 ms
+    of CPU here against ~0.9 ms (docs/benchmarks.md). Same rules as the membership
+    client: our own source address, our CA, no proxies from the environment, no
+    redirects (per request), keep-alive below uvicorn's.
+    """
+    source = _source_address(settings.host)
+    connector = aiohttp.TCPConnector(
+        limit=256,
+        limit_per_host=MAX_FORWARDS_PER_PEER,
+        keepalive_timeout=_KEEPALIVE_EXPIRY_S,
+        local_addr=(source, 0) if source else None,
+        ssl=client_ssl_context(TlsFiles(ca_file=settings.tls_ca_file)),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_s),
+    )
+
+
+async def _read_answer(response: aiohttp.ClientResponse) -> bytes:
+    """The body, refused past MAX_FORWARD_ANSWER_BYTES (before reading, when declared)."""
+    declared = response.content_length
+    if declared is not None and declared > MAX_FORWARD_ANSWER_BYTES:
+        raise ForwardError(f"answer of {declared} bytes is too large")
+    body = bytearray()
+    async for data in response.content.iter_any():
+        body += data
+        if len(body) > MAX_FORWARD_ANSWER_BYTES:
+            raise ForwardError(f"answer larger than {MAX_FORWARD_ANSWER_BYTES} bytes")
+    return bytes(body)
 
 
 class Node:
@@ -88,6 +128,7 @@ class Node:
             friend_urls=settings.friends,
             max_per_network=settings.max_peers_per_network,
         )
+        self.forward_http = _forward_session(settings)
         self.membership = Membership(settings, self.table, self.http)
         self.router = SearchRouter(
             peer_id=settings.peer_id,
@@ -103,7 +144,6 @@ class Node:
             settings.rate_limit_rps * _FORWARD_RATE_FACTOR,
             settings.rate_limit_burst * _FORWARD_RATE_FACTOR,
         )
-        self._forward_slots: dict[str, asyncio.Semaphore] = {}
         self._token = settings.cluster_token.get_secret_value().encode()
         self._channel: grpc.aio.Channel | None = None
         self._transfer_ok = False
@@ -123,6 +163,7 @@ class Node:
             await asyncio.gather(self._background, return_exceptions=True)
         await self.membership.close()
         await self.http.aclose()
+        await self.forward_http.close()
         if self._channel is not None:
             await self._channel.close(grace=None)
 
@@ -141,30 +182,25 @@ class Node:
         return await asyncio.to_thread(self.reader.search, query, limit)
 
     async def forward(self, peer: Peer, params: SearchParams) -> SearchResponse:
-        slots = self._forward_slots.get(peer.peer_id)
-        if slots is None:
-            if len(self._forward_slots) > 4 * self.settings.max_peers:
-                self._forward_slots.clear()  # pruned peers' semaphores, dropped now and then
-            slots = self._forward_slots.setdefault(
-                peer.peer_id, asyncio.Semaphore(MAX_FORWARDS_PER_PEER)
-            )
-        async with slots:
-            response = await self.http.get(
-                f"{peer.url}/search",
-                params={
-                    "query": params.query,
-                    "fanout": params.fanout,
-                    "ttl": params.ttl,
-                    "timeout_ms": max(int(params.timeout_s * 1000), 1),
-                    "qid": params.query_id,
-                    "sender": params.sender or "",
-                },
-                headers=self.membership.auth_headers,
-                timeout=params.timeout_s,
-            )
-        if response.status_code != 200:
-            raise ForwardError(f"HTTP {response.status_code}")
-        return SearchResponse.model_validate_json(response.content)
+        query: dict[str, str | int] = {
+            "query": params.query,
+            "fanout": params.fanout,
+            "ttl": params.ttl,
+            "timeout_ms": max(int(params.timeout_s * 1000), 1),
+            "qid": params.query_id,
+            "sender": params.sender or "",
+        }
+        async with self.forward_http.get(
+            f"{peer.url}/search",
+            params=query,
+            headers=self.membership.auth_headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=params.timeout_s),
+        ) as response:
+            if response.status != 200:
+                raise ForwardError(f"HTTP {response.status}")
+            body = await _read_answer(response)
+        return SearchResponse.model_validate_json(body)
 
     # -- health -----------------------------------------------------------
 
