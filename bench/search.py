@@ -147,7 +147,7 @@ def run(ctx: Context) -> list[Result]:
         extra=PEER_SETTINGS,
     )
     net = Devnet(root, specs)
-    sequential_n, duration, rounds = (100, 2.0, 1) if ctx.quick else (400, 5.0, 2)
+    sequential_n, duration, rounds = (100, 2.0, 1) if ctx.quick else (400, 5.0, 3)
     ours_target = f"/search?query={QUERY}&fanout=2&ttl=1"
     ref_target = f"/search?query={QUERY}"
     with net.running():

@@ -325,6 +325,38 @@ async def test_upload_past_the_cap_is_resource_exhausted(make_peer: Any) -> None
     assert peer.running.servicer.active_streams == 0
 
 
+async def test_upload_of_a_chunk_that_is_not_a_file_chunk_is_invalid_argument(
+    peer: Any,
+) -> None:
+    # Written as raw bytes: a valid first chunk, then a length that runs past the end.
+    good = transfer_pb2.FileChunk(data=b"abc", name="x").SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{peer.running.port}") as channel:
+        upload = channel.stream_unary(
+            "/peerfind.v1.FileTransfer/DummyUpload",
+            request_serializer=None,
+            response_deserializer=transfer_pb2.UploadStatus.FromString,
+        )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield good
+            yield b"\x0a\x05ab"
+
+        err = await rpc_error(upload(chunks()))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == (
+            "chunk 2 is not a valid FileChunk: length-delimited field runs past the end"
+        )
+        # The service goes on: the next upload on the same channel is fine.
+        status = await upload(_aiter([good, good]))
+    assert (status.bytes_received, status.name) == (6, "x")
+    assert peer.running.servicer.active_streams == 0
+
+
+async def _aiter(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
 async def test_upload_message_larger_than_the_limit_is_refused(peer: Any) -> None:
     # A channel without a send limit, so that the server is the one refusing.
     async with grpc.aio.insecure_channel(f"127.0.0.1:{peer.running.port}") as channel:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 __all__ = ["crc32"]
 
 
-def _crc32_function() -> Callable[[bytes, int], int]:
+def _crc32_function() -> Callable[[bytes | memoryview, int], int]:
     try:
         module = importlib.import_module("zlib_ng.zlib_ng")
     except ImportError:
         return zlib.crc32
-    function: Callable[[bytes, int], int] = module.crc32
+    function: Callable[[bytes | memoryview, int], int] = module.crc32
     return function
 
 

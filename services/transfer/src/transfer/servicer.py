@@ -11,7 +11,8 @@ Status codes sent to clients (never a traceback):
                    OUT_OF_RANGE        offset beyond the file size
                    UNAVAILABLE         no readable index (indexer not started yet,
                                        rebuilding, or the database is damaged)
-    DummyUpload    RESOURCE_EXHAUSTED  more than settings.max_upload_bytes received
+    DummyUpload    INVALID_ARGUMENT    a chunk that is not a valid FileChunk message
+                   RESOURCE_EXHAUSTED  more than settings.max_upload_bytes received
     both           RESOURCE_EXHAUSTED  settings.max_concurrent_streams transfers running
                    INTERNAL            an unexpected error (logged here, not sent)
 
@@ -35,12 +36,22 @@ from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.errors import IndexUnavailable, InvalidNameError
 from peerfind.index import FileEntry, IndexReader, validate_file_name
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+from peerfind.wire import WireError, read_file_chunk
 from transfer import metrics
 
-__all__ = ["DOWNLOAD", "MIN_CHUNK_SIZE", "UPLOAD", "FileTransferServicer", "RpcFailure"]
+__all__ = [
+    "DOWNLOAD",
+    "MIN_CHUNK_SIZE",
+    "SERVICE_NAME",
+    "UPLOAD",
+    "FileTransferServicer",
+    "RpcFailure",
+    "add_to_server",
+]
 
 logger = logging.getLogger(__name__)
 
+SERVICE_NAME: str = transfer_pb2.DESCRIPTOR.services_by_name["FileTransfer"].full_name
 DOWNLOAD = "DummyDownload"
 UPLOAD = "DummyUpload"
 MIN_CHUNK_SIZE = 1024
@@ -50,7 +61,7 @@ _DEADLINE_SLACK_S = 0.1
 
 _T = TypeVar("_T")
 DownloadContext = grpc.aio.ServicerContext[transfer_pb2.FileRequest, transfer_pb2.FileChunk]
-UploadContext = grpc.aio.ServicerContext[transfer_pb2.FileChunk, transfer_pb2.UploadStatus]
+UploadContext = grpc.aio.ServicerContext[bytes, transfer_pb2.UploadStatus]
 
 
 class RpcFailure(Exception):
@@ -107,9 +118,13 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         await self._run(DOWNLOAD, context, work)
 
     async def DummyUpload(
-        self, request_iterator: AsyncIterator[transfer_pb2.FileChunk], context: UploadContext
+        self, request_iterator: AsyncIterator[bytes], context: UploadContext
     ) -> transfer_pb2.UploadStatus:
-        """Count and crc32 every chunk received; store nothing."""
+        """Count and crc32 every chunk received; store nothing.
+
+        Chunks arrive as their wire bytes (`add_to_server`) and are read with
+        `peerfind.wire`: the payload is checksummed where gRPC left it, not copied.
+        """
 
         async def work(progress: _Progress) -> transfer_pb2.UploadStatus:
             return await self._upload(request_iterator, context, progress)
@@ -266,7 +281,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
 
     async def _upload(
         self,
-        chunks: AsyncIterator[transfer_pb2.FileChunk],
+        chunks: AsyncIterator[bytes],
         context: UploadContext,
         progress: _Progress,
     ) -> transfer_pb2.UploadStatus:
@@ -276,8 +291,15 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         count = 0
         name = ""
         try:
-            async for chunk in chunks:
-                data: bytes = chunk.data
+            async for raw in chunks:
+                try:
+                    chunk = read_file_chunk(raw)
+                except WireError as exc:
+                    raise RpcFailure(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"chunk {count + 1} is not a valid FileChunk: {exc}",
+                    ) from None
+                data = chunk.data
                 if count == 0:
                     name = chunk.name
                 count += 1
@@ -308,3 +330,23 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             name=name,
             message=f"received {received} bytes in {count} chunks; nothing was stored",
         )
+
+
+def add_to_server(servicer: FileTransferServicer, server: grpc.aio.Server) -> None:
+    """Register `servicer` as the generated code does, but DummyUpload takes each
+    chunk as its wire bytes (no request deserializer): see `peerfind.wire`."""
+    handlers = {
+        DOWNLOAD: grpc.unary_stream_rpc_method_handler(
+            servicer.DummyDownload,
+            request_deserializer=transfer_pb2.FileRequest.FromString,
+            response_serializer=transfer_pb2.FileChunk.SerializeToString,
+        ),
+        UPLOAD: grpc.stream_unary_rpc_method_handler(
+            servicer.DummyUpload,
+            request_deserializer=None,
+            response_serializer=transfer_pb2.UploadStatus.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    # grpc-stubs does not know this newer method (what the generated code calls too).
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
