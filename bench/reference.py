@@ -43,7 +43,8 @@ def leaf_app(body: bytes) -> FastAPI:
 def entry_app(leaves: list[str], own_hits: list[object]) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The directory's own client settings: keep-alive below uvicorn's 5 s.
+        # The reference: one shared httpx client (the directory's pool sizes;
+        # keep-alive below uvicorn's 5 s). The directory itself forwards over aiohttp.
         limits = httpx.Limits(
             max_connections=256, max_keepalive_connections=64, keepalive_expiry=4.0
         )
