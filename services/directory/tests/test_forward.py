@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -115,6 +117,19 @@ async def test_forward_sends_the_query_from_our_address_with_the_token(
     assert "&sender=p1 HTTP/1.1" in head
     assert "x-peerfind-token: s3cret" in head.lower()
     assert fake_peer.sources == ["127.0.0.1"]  # settings.host, not whatever the OS picks
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["a&b=c", "50% off", "plus+sign", "ñandú ü 文件", "semi;colon", "hash#tag", "a/b?c", " x "],
+)
+async def test_forward_carries_any_query_text_unchanged(
+    node: Node, fake_peer: FakePeer, query: str
+) -> None:
+    await node.forward(target(fake_peer), dataclasses.replace(params(), query=query))
+    request_target = fake_peer.requests[0].decode().split(" ")[1]
+    received = urllib.parse.parse_qs(urllib.parse.urlsplit(request_target).query)
+    assert received["query"] == [query]
 
 
 async def test_forward_never_follows_a_redirect(node: Node, fake_peer: FakePeer) -> None:

@@ -59,7 +59,7 @@ def _source_address(host: str) -> str | None:
 
 
 class ForwardError(Exception):
-    """A neighbour answered a forwarded search with an error status."""
+    """A neighbour answered a forwarded search with an error status or too large an answer."""
 
 
 def _forward_session(settings: PeerSettings) -> aiohttp.ClientSession:
