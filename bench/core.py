@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from peerfind.devnet import PERF_ENV, REPO_ROOT, free_port, wait_for
+from peerfind.devnet import PERF_ENV, REPO_ROOT, accepts, free_port, wait_for
 
 __all__ = [
     "MB",
@@ -182,12 +181,12 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def wait_tcp(host: str, port: int, deadline_s: float = 30.0, what: str = "") -> None:
     """Until something accepts TCP connections on host:port."""
-
-    def accepts() -> bool:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-
-    wait_for(accepts, deadline_s, step_s=0.02, what=what or f"{host}:{port} to listen")
+    wait_for(
+        lambda: accepts(host, port),
+        deadline_s,
+        step_s=0.02,
+        what=what or f"{host}:{port} to listen",
+    )
 
 
 def _cpu_counters() -> tuple[float, float]:

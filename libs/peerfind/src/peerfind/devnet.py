@@ -38,6 +38,7 @@ __all__ = [
     "Devnet",
     "PeerProcesses",
     "PeerSpec",
+    "accepts",
     "free_port",
     "standard_specs",
     "wait_for",
@@ -231,7 +232,7 @@ class PeerProcesses:
                 return None
             # /health caches the transfer's gRPC health for a moment: right after a
             # restart of the transfer alone it may still say "serving" from before.
-            if "transfer" in self.procs and not _accepts(self.spec.host, self.spec.grpc_port):
+            if "transfer" in self.procs and not accepts(self.spec.host, self.spec.grpc_port):
                 return None
             return body
 
@@ -244,7 +245,8 @@ class PeerProcesses:
         return {name: proc.pid for name, proc in self.procs.items() if proc.poll() is None}
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(host: str, port: int) -> bool:
+    """True if something accepts TCP connections on host:port right now."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
