@@ -194,8 +194,9 @@ class Node:
             f"{peer.url}/search",
             params=query,
             headers=self.membership.auth_headers,
+            # No per-request timeout: the router bounds each forward by its hop budget
+            # (SearchRouter._forward_within); the session's is the backstop.
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=params.timeout_s),
         ) as response:
             if response.status != 200:
                 raise ForwardError(f"HTTP {response.status}")
