@@ -20,16 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pydantic
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from directory.app import create_app
-from directory.errors import ApiError
-from directory.routers.search import _check_query
 from directory.urlguard import PeerUrlGuard, UrlRefused
-from peerfind.api import MAX_QUERY_LENGTH, ErrorResponse, SearchResponse
+from peerfind.api import MAX_QUERY_LENGTH, ErrorResponse, SearchRequest, SearchResponse
 from peerfind.config import PeerSettings, validate_http_url
 from peerfind.errors import InvalidNameError
 from peerfind.index import MAX_NAME_LENGTH, FileEntry, IndexReader, IndexWriter, validate_file_name
@@ -160,13 +159,12 @@ def _query_ok(query: str) -> bool:
 @given(query=st.one_of(nasty_text, st.text(max_size=300)))
 @example(" \u3000\t")
 @example("\x85")
-def test_check_query_accepts_exactly_printable_non_blank_text(query: str) -> None:
-    if _query_ok(query):
-        assert _check_query(query) == query
+def test_search_request_accepts_exactly_printable_non_blank_text(query: str) -> None:
+    if _query_ok(query) and len(query) <= MAX_QUERY_LENGTH:
+        assert SearchRequest(query=query).query == query
     else:
-        with pytest.raises(ApiError) as info:
-            _check_query(query)
-        assert info.value.status_code == 422
+        with pytest.raises(pydantic.ValidationError):
+            SearchRequest(query=query)
 
 
 SAMPLE_NAMES = [

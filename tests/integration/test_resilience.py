@@ -27,7 +27,7 @@ import httpx
 import pytest
 from helpers import FAST, HOSTS, DelayProxy, NetworkFactory, build_specs, get, make_shared
 
-from directory.node import MAX_FORWARDS_PER_PEER
+from directory.transport import MAX_CONNECTIONS_PER_PEER
 from peerfind.devnet import PeerProcesses, PeerSpec, standard_specs, wait_for
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 
@@ -115,9 +115,9 @@ def test_kill_mid_search_every_search_answers_partial_within_its_deadline(
 
         with ThreadPoolExecutor(len(entries)) as pool:
             futures = [pool.submit(search, url) for url in entries]
-            # Each peer keeps at most MAX_FORWARDS_PER_PEER forwards in flight to peer3;
+            # Each peer keeps at most MAX_CONNECTIONS_PER_PEER forwards in flight to peer3;
             # the other searches wait for a slot: in flight all the same.
-            held = 2 * min(len(entries), MAX_FORWARDS_PER_PEER)
+            held = 2 * min(len(entries), MAX_CONNECTIONS_PER_PEER)
             wait_for(lambda: proxy.held >= held, 5, what="the searches to be in flight")
             assert not any(f.done() for f in futures)
             killed_at = time.monotonic()

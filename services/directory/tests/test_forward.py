@@ -13,10 +13,11 @@ import aiohttp
 import pydantic
 import pytest
 
-from directory import node as node_module
-from directory.node import ForwardError, Node
+from directory.forwarding import SearchForwarder
+from directory.node import Node
 from directory.peers import Peer
 from directory.search import SearchParams
+from directory.transport import DEFAULT_MAX_ANSWER_BYTES, PeerCallError
 from peerfind.config import PeerSettings
 
 ANSWER = {
@@ -134,7 +135,7 @@ async def test_forward_carries_any_query_text_unchanged(
 
 async def test_forward_never_follows_a_redirect(node: Node, fake_peer: FakePeer) -> None:
     fake_peer.reply = lambda: response("302 Found", b"", "Location: http://127.0.0.9:9/x\r\n")
-    with pytest.raises(ForwardError, match="HTTP 302"):
+    with pytest.raises(PeerCallError, match="HTTP 302"):
         await node.forward(target(fake_peer), params())
     assert len(fake_peer.requests) == 1
 
@@ -144,27 +145,25 @@ async def test_forward_error_status_fails_the_forward(
     node: Node, fake_peer: FakePeer, status: str
 ) -> None:
     fake_peer.reply = lambda: response(status, b'{"error": "x", "detail": "y"}')
-    with pytest.raises(ForwardError, match=f"HTTP {status.split()[0]}"):
+    with pytest.raises(PeerCallError, match=f"HTTP {status.split()[0]}"):
         await node.forward(target(fake_peer), params())
 
 
 async def test_forward_refuses_a_declared_oversized_answer(node: Node, fake_peer: FakePeer) -> None:
-    big = node_module.MAX_FORWARD_ANSWER_BYTES + 1
+    big = DEFAULT_MAX_ANSWER_BYTES + 1
     # Declares more than the cap and sends nothing: refused on the header alone.
     fake_peer.reply = lambda: f"HTTP/1.1 200 OK\r\nContent-Length: {big}\r\n\r\n".encode() + b"{"
-    with pytest.raises(ForwardError, match="too large"):
+    with pytest.raises(PeerCallError, match="too large"):
         await node.forward(target(fake_peer), params())
 
 
-async def test_forward_refuses_an_oversized_chunked_answer(
-    node: Node, fake_peer: FakePeer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(node_module, "MAX_FORWARD_ANSWER_BYTES", 100_000)
+async def test_forward_refuses_an_oversized_chunked_answer(node: Node, fake_peer: FakePeer) -> None:
+    forward = SearchForwarder(node.http, node.auth, max_answer_bytes=100_000)
     body = json.dumps({**ANSWER, "hits": ANSWER["hits"] * 1000}).encode()
     assert len(body) > 100_000
     fake_peer.reply = lambda: response("200 OK", chunked(body), "Transfer-Encoding: chunked\r\n")
-    with pytest.raises(ForwardError, match="larger than 100000 bytes"):
-        await node.forward(target(fake_peer), params())
+    with pytest.raises(PeerCallError, match="larger than 100000 bytes"):
+        await forward(target(fake_peer), params())
 
 
 async def test_forward_reads_a_chunked_answer_under_the_cap(

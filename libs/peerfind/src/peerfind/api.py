@@ -6,12 +6,17 @@ client parses them, so both sides share one definition.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_FANOUT_PARAM",
     "MAX_QUERY_LENGTH",
+    "MAX_TIMEOUT_MS",
+    "MAX_TTL_PARAM",
+    "PEER_ID_PATTERN",
+    "QUERY_ID_PATTERN",
     "BootstrapResponse",
     "ErrorResponse",
     "FailedPeer",
@@ -25,11 +30,23 @@ __all__ = [
     "RegisterRequest",
     "RegisterResponse",
     "SearchHit",
+    "SearchRequest",
     "SearchResponse",
     "TransferHealth",
 ]
 
 MAX_QUERY_LENGTH = 256
+MAX_FANOUT_PARAM = 32
+MAX_TTL_PARAM = 16
+MAX_TIMEOUT_MS = 60000
+PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""What a peer id looks like, everywhere one is read (health answers, search senders)."""
+QUERY_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+# A query has no control characters (Cc) and at least one character that is not white
+# space; lone surrogates (Cs) are refused by pydantic's str itself. (Rust's and
+# Python's \s agree outside Cc.)
+_NOT_CC = r"\x00-\x1f\x7f-\x9f"
+_QUERY_PATTERN = rf"^[^{_NOT_CC}]*[^\s{_NOT_CC}][^{_NOT_CC}]*$"
 PeerState = Literal["alive", "suspect", "down"]
 
 
@@ -121,6 +138,56 @@ class FilesResponse(_Model):
     files: list[FileInfo]
     total: int = Field(description="Files in the whole index.")
     next_after: str | None = Field(description="Pass as `after` for the next page, if any.")
+
+
+class SearchRequest(BaseModel):
+    """The query string of `GET /search`, for every side: the client that writes it, the
+    route that reads it, the peer that forwards it, and the metrics that count it.
+
+    Unknown parameters are ignored. `qid` and `sender` are set only by forwarding peers:
+    a request with either is a forwarded search (`is_forwarded`), authenticated and
+    counted as one.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    query: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_QUERY_LENGTH,
+            pattern=_QUERY_PATTERN,
+            description="Case-insensitive substring of the file name.",
+        ),
+    ]
+    fanout: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_FANOUT_PARAM, description="Neighbours to ask (clamped by the peer)."),
+    ] = None
+    ttl: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_TTL_PARAM, description="Hops the query may still travel."),
+    ] = None
+    timeout_ms: Annotated[
+        int | None, Field(ge=1, le=MAX_TIMEOUT_MS, description="Deadline for the answer.")
+    ] = None
+    qid: Annotated[
+        str | None,
+        Field(pattern=QUERY_ID_PATTERN, description="Query id (set by forwarding peers)."),
+    ] = None
+    sender: Annotated[
+        str | None,
+        Field(pattern=PEER_ID_PATTERN, description="Peer id of the forwarding peer."),
+    ] = None
+
+    @property
+    def is_forwarded(self) -> bool:
+        """True for a search forwarded by a peer (it carries a query id or a sender)."""
+        return self.qid is not None or self.sender is not None
+
+    def to_params(self) -> dict[str, str | int]:
+        """The query string that `SearchRequest.model_validate` reads back: set fields only."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 class SearchHit(FileInfo):

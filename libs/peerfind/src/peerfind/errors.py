@@ -12,6 +12,9 @@ PeerfindError
 
 from __future__ import annotations
 
+import errno as errno_codes
+import os
+
 __all__ = [
     "ClientError",
     "ConfigError",
@@ -21,6 +24,7 @@ __all__ = [
     "PeerRefused",
     "PeerUnreachable",
     "PeerfindError",
+    "short_error",
 ]
 
 
@@ -54,3 +58,29 @@ class PeerRefused(ClientError):
 
 class FileNotLocated(ClientError):
     """No reachable peer holds the requested file."""
+
+
+def short_error(exc: BaseException | None) -> str:
+    """One short line for a failure, for a user or a `peers_failed` entry.
+
+    Timeouts read "timeout"; an OS error anywhere in the cause chain reads as its
+    errno's text ("connection refused"); anything else is its first line, or its type.
+    """
+    seen: set[int] = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TimeoutError):
+            return "timeout"
+        if isinstance(current, OSError) and current.errno is not None:
+            if current.errno == errno_codes.ECONNREFUSED:
+                return "connection refused"
+            if current.errno > 0:
+                return os.strerror(current.errno).lower()
+            if current.strerror:
+                return current.strerror.lower()  # getaddrinfo errors: negative errno
+        current = current.__cause__ or current.__context__
+    if exc is None:
+        return "error"
+    text = " ".join(str(exc).split("\n", 1)[0].split())
+    return text or type(exc).__name__

@@ -10,12 +10,19 @@ Off by default (the local demo runs in plain text); see docs/security.md.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-__all__ = ["TlsFiles", "channel_credentials", "client_ssl_context", "server_credentials"]
+__all__ = [
+    "TlsFiles",
+    "channel_credentials",
+    "client_ssl_context",
+    "grpc_channel",
+    "server_credentials",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,26 @@ def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
         private_key=_read(files.key_file),
         certificate_chain=_read(files.cert_file),
     )
+
+
+def grpc_channel(
+    address: str,
+    tls: TlsFiles | None = None,
+    *,
+    server_name: str | None = None,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """An asyncio gRPC channel: plain text, or TLS with `tls` (mTLS when it has a cert).
+
+    `server_name` overrides the name the server's certificate is checked against (a
+    peer's own transfer, reached at an internal address, presents the advertised name).
+    """
+    opts = list(options)
+    if tls is None or not tls.enabled:
+        return grpc.aio.insecure_channel(address, options=opts)
+    if server_name:
+        opts.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.aio.secure_channel(address, channel_credentials(tls), options=opts)
 
 
 def client_ssl_context(files: TlsFiles) -> ssl.SSLContext:

@@ -1,4 +1,4 @@
-"""FastAPI dependencies, as `Annotated` aliases."""
+"""FastAPI dependencies, as `Annotated` aliases, and the checks they run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from directory.auth import TOKEN_HEADER
 from directory.errors import ApiError
-from directory.membership import TOKEN_HEADER
 from directory.node import Node
 
 __all__ = [
@@ -32,14 +32,13 @@ async def _node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(_node)]
 
 
-def check_rate_limit(request: Request, node: Node) -> None:
+def check_rate_limit(request: Request, node: Node, *, forwarded: bool = False) -> None:
     """Refuse (429) a client past its request budget; forwarded searches have their own."""
     client = request.client.host if request.client else "unknown"
-    forwarded = "sender" in request.query_params or "qid" in request.query_params
     limiter = node.forward_limiter if forwarded else node.limiter
     wait = limiter.acquire(client)
     if wait > 0:
-        retry = node.limiter.retry_after(wait)
+        retry = limiter.retry_after(wait)
         raise ApiError(
             429,
             "rate_limited",
@@ -54,7 +53,7 @@ async def _rate_limited(request: Request, node: NodeDep) -> None:
 
 def check_peer_token(request: Request, node: Node) -> None:
     """Refuse a peer-to-peer call without the cluster token (when one is configured)."""
-    if not node.token_ok(request.headers.get(TOKEN_HEADER)):
+    if not node.auth.accepts(request.headers.get(TOKEN_HEADER)):
         raise ApiError(401, "unauthorized", f"missing or wrong {TOKEN_HEADER} header")
 
 

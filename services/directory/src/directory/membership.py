@@ -15,16 +15,12 @@ can register with peer2 before peer1 is up, and peer2 must still find peer1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import re
-import time
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, Protocol
 
-import httpx
-from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -34,17 +30,24 @@ from tenacity import (
 
 from directory import metrics
 from directory.peers import Peer, PeerTable, TableFullError, load_remembered, save_remembered
-from directory.urlguard import PeerUrlGuard, PinnedUrl, UrlRefused
+from directory.urlguard import PinnedUrl, UrlRefused
 from peerfind.api import BootstrapResponse, RegisterResponse
 from peerfind.config import PeerSettings, validate_http_url
 
-__all__ = ["TOKEN_HEADER", "Membership", "RegistrationError", "network_of"]
+__all__ = [
+    "FilePeerMemory",
+    "Membership",
+    "PeerCalls",
+    "PeerMemory",
+    "PeerUnavailable",
+    "RegistrationError",
+    "UrlGuard",
+    "network_of",
+]
 
 logger = logging.getLogger(__name__)
 
-_PEER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_INTRODUCTIONS = 16
-TOKEN_HEADER = "X-Peerfind-Token"  # noqa: S105 (a header name, not a secret)
 
 
 def network_of(address: str) -> str:
@@ -66,8 +69,47 @@ class RegistrationError(Exception):
         self.status = status
 
 
-class _Retryable(Exception):
-    """A friend answered with a server error: worth another try."""
+class PeerUnavailable(Exception):
+    """A peer did not answer, or answered with a server error: worth another try."""
+
+
+class PeerCalls(Protocol):
+    """The two calls membership makes to another peer (REST in a peer, virtual in sim/).
+
+    With `pinned`, the call goes to the address the URL guard checked.
+    """
+
+    async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
+        """GET url/health: (peer_id, grpc_address). Raises RegistrationError."""
+        ...
+
+    async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
+        """POST url/register {our url}. Raises PeerUnavailable or RegistrationError."""
+        ...
+
+
+class UrlGuard(Protocol):
+    async def check(self, url: str) -> PinnedUrl: ...
+
+
+class PeerMemory(Protocol):
+    """Where the peers we know are kept across restarts."""
+
+    def load(self) -> list[tuple[str, str, str]]: ...
+    def save(self, peers: Iterable[Peer]) -> None: ...
+
+
+class FilePeerMemory:
+    """Peer memory in a JSON file (`peers_path`), written atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[tuple[str, str, str]]:
+        return load_remembered(self.path)
+
+    def save(self, peers: Iterable[Peer]) -> None:
+        save_remembered(self.path, peers)
 
 
 def _bootstrap_retry(attempts: int) -> AsyncRetrying:
@@ -75,38 +117,38 @@ def _bootstrap_retry(attempts: int) -> AsyncRetrying:
     return AsyncRetrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.2, max=2.0),
-        retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
+        retry=retry_if_exception_type(PeerUnavailable),
         reraise=True,
     )
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return f"connection failed: {text or 'refused'}"
-    return text or type(exc).__name__
+def _loop_time() -> float:
+    # The loop's clock: real in a peer, virtual in the simulator.
+    return asyncio.get_running_loop().time()
 
 
 class Membership:
-    """Keeps the peer table true: who we know, and who knows us."""
+    """Keeps the peer table true: who we know, and who knows us.
+
+    Framework-free: the calls to other peers, the URL guard and the peer memory are
+    injected, and time is the event loop's, so the simulator runs this class unchanged.
+    """
 
     def __init__(
         self,
         settings: PeerSettings,
         table: PeerTable,
-        http: httpx.AsyncClient,
-        guard: PeerUrlGuard | None = None,
+        calls: PeerCalls,
+        guard: UrlGuard,
+        memory: PeerMemory,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
+        self._clock = clock or _loop_time
         self.table = table
-        self.http = http
-        self.guard = guard or PeerUrlGuard(
-            settings.peer_networks, resolve_hostnames=settings.resolve_hostnames
-        )
-        token = settings.cluster_token.get_secret_value()
-        self.auth_headers: dict[str, str] = {TOKEN_HEADER: token} if token else {}
+        self.calls = calls
+        self.guard = guard
+        self.memory = memory
         self._last_bootstrap = 0.0
         self._announced: dict[str, float] = {}
         self._bootstrap_lock = asyncio.Lock()
@@ -114,45 +156,9 @@ class Membership:
 
     # -- contacts ---------------------------------------------------------
 
-    @staticmethod
-    def _target(url: str, pinned: PinnedUrl | None) -> tuple[str, dict[str, str], dict[str, str]]:
-        """Where to connect, the Host header and the TLS server name for a (pinned) URL."""
-        if pinned is None:
-            return url, {}, {}
-        sni = {"sni_hostname": pinned.host} if pinned.scheme == "https" else {}
-        return pinned.base, {"Host": pinned.host_header}, sni
-
     async def verify(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
-        """GET url/health and return (peer_id, grpc_address). Raises RegistrationError.
-
-        With `pinned`, the call goes to the address the guard checked.
-        """
-        base, headers, extensions = self._target(url, pinned)
-        try:
-            response = await self.http.get(
-                f"{base}/health",
-                headers=headers,
-                extensions=extensions,
-                timeout=self.settings.request_timeout_s,
-                follow_redirects=False,
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise RegistrationError(
-                "unreachable", f"cannot reach {url}/health: {_short(exc)}"
-            ) from None
-        if response.status_code != 200:
-            raise RegistrationError(
-                "unhealthy", f"{url}/health answered HTTP {response.status_code}"
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise RegistrationError("not_a_peer", f"{url}/health did not answer JSON") from None
-        peer_id = body.get("peer_id") if isinstance(body, dict) else None
-        if not isinstance(peer_id, str) or not _PEER_ID.match(peer_id):
-            raise RegistrationError("not_a_peer", f"{url}/health did not name a valid peer_id")
-        grpc_address = body.get("grpc_address", "")
-        return peer_id, grpc_address if isinstance(grpc_address, str) else ""
+        """GET url/health and return (peer_id, grpc_address). Raises RegistrationError."""
+        return await self.calls.health(url, pinned)
 
     async def guard_url(self, url: str) -> PinnedUrl:
         """The SSRF check for a URL someone else gave us. Raises RegistrationError."""
@@ -181,6 +187,18 @@ class Membership:
         metrics.REGISTRATIONS.labels(result="accepted", reason="ok").inc()
         return peer
 
+    async def welcome(self, url: str) -> RegisterResponse:
+        """POST /register's answer: register the peer at `url`, then tell it whom we know."""
+        peer = await self.register(url)
+        settings = self.settings
+        return RegisterResponse(
+            registered=peer.info(),
+            peer_id=settings.peer_id,
+            url=settings.self_url,
+            grpc_address=settings.grpc_advertise,
+            peers=[p.info() for p in self.table.peers() if p.state != "down"],
+        )
+
     def _admit(self, peer_id: str, url: str, grpc_address: str, network: str | None = None) -> Peer:
         try:
             peer, added = self.table.upsert(peer_id, url, grpc_address, network=network)
@@ -197,26 +215,7 @@ class Membership:
 
     async def announce(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
         """POST url/register {self_url}: ask a peer to add us. Returns its answer."""
-        base, headers, extensions = self._target(url, pinned)
-        response = await self.http.post(
-            f"{base}/register",
-            json={"url": self.settings.self_url},
-            headers={**headers, **self.auth_headers},
-            extensions=extensions,
-            timeout=self.settings.request_timeout_s * 2 + 1,
-            follow_redirects=False,
-        )
-        if response.status_code >= 500:
-            raise _Retryable(f"{url} answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            detail = response.text[:200]
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = str(response.json().get("detail", detail))
-            raise RegistrationError("refused", f"{url} refused us: {detail}")
-        try:
-            return RegisterResponse.model_validate_json(response.content)
-        except ValidationError:
-            raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
+        return await self.calls.register(url, pinned)
 
     async def introduce(self, url: str, *, learn: bool = False) -> None:
         """Meet a peer learned second-hand: register with it, add it from its answer.
@@ -227,8 +226,8 @@ class Membership:
             pinned = await self.guard_url(url)
             answer = await self.announce(url, pinned)
             self._admit(answer.peer_id, url, answer.grpc_address, network_of(pinned.address))
-        except (httpx.HTTPError, _Retryable, RegistrationError) as exc:
-            logger.info("could not introduce ourselves to %s: %s", url, _short(exc))
+        except (PeerUnavailable, RegistrationError) as exc:
+            logger.info("could not introduce ourselves to %s: %s", url, exc)
             return
         if learn:
             await self._learn(answer.peers)
@@ -238,7 +237,7 @@ class Membership:
     async def bootstrap(self) -> BootstrapResponse:
         """Register with the primary friend, else the backup; learn their peers."""
         async with self._bootstrap_lock:
-            self._last_bootstrap = time.monotonic()
+            self._last_bootstrap = self._clock()
             tried: list[str] = []
             errors: list[str] = []
             friends = [u for u in self.settings.friends if u != self.settings.self_url]
@@ -250,9 +249,9 @@ class Membership:
                 tried.append(url)
                 try:
                     answer = await self._register_with_friend(url)
-                except (httpx.HTTPError, _Retryable, RegistrationError) as exc:
-                    errors.append(f"{url}: {_short(exc)}")
-                    logger.warning("bootstrap via %s failed: %s", url, _short(exc))
+                except (PeerUnavailable, RegistrationError) as exc:
+                    errors.append(f"{url}: {exc}")
+                    logger.warning("bootstrap via %s failed: %s", url, exc)
                     continue
                 learned = await self._learn(answer.peers)
                 logger.info(
@@ -306,7 +305,7 @@ class Membership:
         peer.grpc_address = grpc_address or peer.grpc_address
         if self.table.mark_alive(peer.peer_id):
             logger.info("peer %s is back; registering with it again", peer.peer_id)
-            self._announced[peer.peer_id] = time.monotonic()
+            self._announced[peer.peer_id] = self._clock()
             self._spawn(self.introduce(peer.url, learn=True))
         elif self._announce_due(peer.peer_id):
             # Reachability can be one-way, and a partition can leave both sides with
@@ -316,7 +315,7 @@ class Membership:
 
     def _announce_due(self, peer_id: str) -> bool:
         """True every peer_ttl_s / 2 per peer (we must be back before it prunes again)."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._announced.setdefault(peer_id, now) < self.settings.peer_ttl_s / 2:
             return False
         self._announced[peer_id] = now
@@ -340,7 +339,7 @@ class Membership:
         if (
             any(u != self.settings.self_url for u in self.settings.friends)
             and not any(p.friend and p.state == "alive" for p in self.table.peers())
-            and time.monotonic() - self._last_bootstrap >= self.settings.bootstrap_retry_s
+            and self._clock() - self._last_bootstrap >= self.settings.bootstrap_retry_s
             and not self._bootstrap_lock.locked()  # one bootstrap at a time: no pile-up
         ):
             logger.info("no friend reachable yet; bootstrapping again")
@@ -351,7 +350,7 @@ class Membership:
 
     async def run(self) -> None:
         """Background life of a peer: remember, bootstrap, then heartbeat forever."""
-        for peer_id, url, grpc_address in load_remembered(self.settings.peers_path):
+        for peer_id, url, grpc_address in self.memory.load():
             if peer_id != self.settings.peer_id and url != self.settings.self_url:
                 try:
                     self.table.upsert(peer_id, url, grpc_address, seen=False)
@@ -379,12 +378,17 @@ class Membership:
         task.add_done_callback(self._background.discard)
 
     def _changed(self) -> None:
-        save_remembered(self.settings.peers_path, self.table.peers())
+        self.memory.save(self.table.peers())
         self._update_gauges()
 
     def _update_gauges(self) -> None:
         for state, count in self.table.counts().items():
             metrics.PEERS.labels(state=state).set(count)
+
+    async def settle(self) -> None:
+        """Wait until the introductions and bootstraps spawned so far have finished."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from peerfind.metrics import Children
+
 __all__ = [
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
@@ -27,6 +29,7 @@ __all__ = [
     "SEARCH_OUTCOMES",
     "SEARCH_PEERS_FAILED",
     "SEARCH_ROLES",
+    "SearchMetrics",
 ]
 
 SEARCH_ROLES = ("entry", "forwarded")
@@ -106,3 +109,30 @@ for _role in SEARCH_ROLES:
         SEARCHES_ANSWERED.labels(role=_role, outcome=_outcome)
 for _state in PEER_STATES:
     PEERS.labels(state=_state)
+
+
+class SearchMetrics:
+    """`search.SearchEvents` counted in the series above (the router knows no Prometheus)."""
+
+    def __init__(self) -> None:
+        self._received = Children(SEARCHES_RECEIVED)
+        self._duration = Children(SEARCH_DURATION)
+        self._answered = Children(SEARCHES_ANSWERED)
+
+    def received(self, role: str) -> None:
+        self._received(role).inc()
+
+    def duplicate(self) -> None:
+        SEARCH_DUPLICATES.inc()
+
+    def forwarded(self, count: int) -> None:
+        SEARCH_FORWARDS.inc(count)
+
+    def forward_failed(self) -> None:
+        SEARCH_FORWARD_FAILURES.inc()
+
+    def answered(self, role: str, outcome: str, *, seconds: float, hits: int, failed: int) -> None:
+        SEARCH_HITS.inc(hits)
+        SEARCH_PEERS_FAILED.observe(failed)
+        self._duration(role).observe(seconds)
+        self._answered(role, outcome).inc()

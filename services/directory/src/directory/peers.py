@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +57,12 @@ class Peer:
 
 
 class PeerTable:
-    """Known peers, keyed by peer id, bounded to `max_peers` entries."""
+    """Known peers, keyed by peer id, bounded to `max_peers` entries.
+
+    Every operation a search or a registration makes is O(1) or O(fanout), not O(table):
+    URLs and per-network counts are indexed, and `choose` samples instead of shuffling
+    the table (a simulator builds thousands of these).
+    """
 
     def __init__(
         self,
@@ -66,6 +72,7 @@ class PeerTable:
         friend_urls: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         max_per_network: int | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.self_id = self_id
         self.ttl_s = ttl_s
@@ -73,7 +80,35 @@ class PeerTable:
         self.max_per_network = max_per_network or max_peers
         self.friend_urls = {u.rstrip("/") for u in friend_urls if u}
         self._clock = clock
+        self._rng = rng or random.Random()
         self._peers: dict[str, Peer] = {}
+        self._ids: list[str] = []  # the keys of _peers, for O(1) random picks
+        self._slot: dict[str, int] = {}  # peer id -> its index in _ids
+        self._by_url: dict[str, str] = {}
+        self._per_network: Counter[str] = Counter()
+
+    def _add(self, peer: Peer) -> None:
+        self._peers[peer.peer_id] = peer
+        self._slot[peer.peer_id] = len(self._ids)
+        self._ids.append(peer.peer_id)
+        self._by_url[peer.url] = peer.peer_id
+        if peer.network:
+            self._per_network[peer.network] += 1
+
+    def _drop(self, peer_id: str) -> Peer | None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is None:
+            return None
+        slot, last = self._slot.pop(peer_id), self._ids.pop()
+        if last != peer_id:
+            self._ids[slot], self._slot[last] = last, slot
+        if self._by_url.get(peer.url) == peer_id:
+            del self._by_url[peer.url]
+        if peer.network:
+            self._per_network[peer.network] -= 1
+            if not self._per_network[peer.network]:
+                del self._per_network[peer.network]
+        return peer
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -85,8 +120,8 @@ class PeerTable:
         return self._peers.get(peer_id)
 
     def by_url(self, url: str) -> Peer | None:
-        url = url.rstrip("/")
-        return next((p for p in self._peers.values() if p.url == url), None)
+        peer_id = self._by_url.get(url.rstrip("/"))
+        return None if peer_id is None else self._peers[peer_id]
 
     def is_friend_url(self, url: str) -> bool:
         return url.rstrip("/") in self.friend_urls
@@ -114,9 +149,13 @@ class PeerTable:
         friend = self.is_friend_url(url)
         stale = self.by_url(url)
         if stale is not None and stale.peer_id != peer_id:
-            del self._peers[stale.peer_id]
+            self._drop(stale.peer_id)
         peer = self._peers.get(peer_id)
         if peer is not None:
+            if peer.url != url:
+                if self._by_url.get(peer.url) == peer_id:
+                    del self._by_url[peer.url]
+                self._by_url[url] = peer_id
             peer.url = url
             peer.grpc_address = grpc_address or peer.grpc_address
             peer.friend = peer.friend or friend
@@ -126,8 +165,7 @@ class PeerTable:
         if not friend:
             if len(self._peers) >= self.max_peers:
                 raise TableFullError(f"peer table is full ({self.max_peers} peers)")
-            same = sum(1 for p in self._peers.values() if network and p.network == network)
-            if same >= self.max_per_network:
+            if network and self._per_network[network] >= self.max_per_network:
                 raise TableFullError(
                     f"too many peers from {network} ({self.max_per_network} at most)"
                 )
@@ -140,7 +178,7 @@ class PeerTable:
             last_seen=now,
             network=None if friend else network,
         )
-        self._peers[peer_id] = peer
+        self._add(peer)
         return peer, True
 
     def mark_alive(self, peer_id: str) -> bool:
@@ -171,11 +209,12 @@ class PeerTable:
             if peer.friend:
                 peer.state = "down"
             else:
-                pruned.append(self._peers.pop(peer.peer_id))
+                pruned.append(peer)
+                self._drop(peer.peer_id)
         return pruned
 
     def remove(self, peer_id: str) -> Peer | None:
-        return self._peers.pop(peer_id, None)
+        return self._drop(peer_id)
 
     def peers(self) -> list[Peer]:
         return sorted(self._peers.values(), key=lambda p: p.peer_id)
@@ -187,14 +226,29 @@ class PeerTable:
     def choose(
         self, fanout: int, exclude: Iterable[str] = (), rng: random.Random | None = None
     ) -> list[Peer]:
-        """Up to `fanout` peers to forward a search to: alive ones first, random within a state."""
+        """Up to `fanout` peers to forward a search to: alive ones first, random within a state.
+
+        Alive peers are drawn by rejection sampling (O(fanout) while most peers are alive,
+        as they are); when that draws too few, one pass over the table settles it.
+        """
         if fanout <= 0:
             return []
-        skip = set(exclude) | {self.self_id}
-        pool = [p for p in self.reachable() if p.peer_id not in skip]
-        (rng or random).shuffle(pool)
+        rng = rng or self._rng
+        skip = set(exclude)
+        ids, peers = self._ids, self._peers
+        picked: dict[str, Peer] = {}
+        for _ in range(4 * fanout + len(skip)):
+            if len(picked) >= fanout or not ids:
+                break
+            peer = peers[ids[rng.randrange(len(ids))]]
+            if peer.state == "alive" and peer.peer_id not in skip:
+                picked[peer.peer_id] = peer
+        if len(picked) >= fanout:
+            return list(picked.values())
+        pool = [p for p in self.reachable() if p.peer_id not in skip and p.peer_id not in picked]
+        rng.shuffle(pool)
         pool.sort(key=lambda p: p.state != "alive")
-        return pool[:fanout]
+        return [*picked.values(), *pool][:fanout]
 
     def counts(self) -> dict[str, int]:
         counts = {"alive": 0, "suspect": 0, "down": 0}

@@ -7,33 +7,37 @@ forwards back to the sender. Neighbours that fail or miss the
 deadline never fail the search: they are listed in `peers_failed` and the
 answer says `partial: true`.
 
-Framework-free: the router takes the local search and the forwarding call as
-functions, so unit tests drive it without servers.
+Framework-free: the router takes the local search, the forwarding call and its
+metrics as arguments, and keeps time on the running event loop's clock (the one its
+deadlines use), so unit tests and the simulator (sim/) drive it without servers, on
+virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from directory import metrics
 from directory.peers import Peer, PeerTable
-from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchResponse
+from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchRequest, SearchResponse
 from peerfind.index import FileEntry
-from peerfind.metrics import Children
 
 __all__ = [
     "FORWARD_MARGIN_S",
     "MIN_FORWARD_BUDGET_S",
+    "NO_EVENTS",
     "Forwarder",
     "LocalSearch",
+    "SearchEvents",
     "SearchParams",
+    "SearchPolicy",
     "SearchRouter",
     "SeenQueries",
     "describe",
@@ -41,10 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_RECEIVED = Children(metrics.SEARCHES_RECEIVED)
-_DURATION = Children(metrics.SEARCH_DURATION)
-_ANSWERED = Children(metrics.SEARCHES_ANSWERED)
 
 # Each hop hands its neighbours a deadline this much shorter than its own, so
 # their answers (even "I ran out of time") arrive before it has to answer.
@@ -58,13 +58,88 @@ LocalSearch = Callable[[str, int], Coroutine[Any, Any, list[FileEntry]]]
 
 @dataclass(frozen=True, slots=True)
 class SearchParams:
+    """One search as the router runs it: every limit resolved and clamped."""
+
     query: str
     fanout: int
     ttl: int
     timeout_s: float
     query_id: str
     sender: str | None = None
+    forwarded: bool = False
+    """Came from a peer (not a client): decides the metrics' role."""
 
+    def to_request(self) -> SearchRequest:
+        """The request a neighbour receives when these parameters are forwarded to it."""
+        return SearchRequest(
+            query=self.query,
+            fanout=self.fanout,
+            ttl=self.ttl,
+            timeout_ms=max(int(self.timeout_s * 1000), 1),
+            qid=self.query_id,
+            sender=self.sender,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPolicy:
+    """A peer's defaults and clamps for the searches it receives."""
+
+    default_fanout: int
+    max_fanout: int
+    default_ttl: int
+    max_ttl: int
+    default_timeout_ms: int
+
+    def params(
+        self, request: SearchRequest, new_id: Callable[[], str] | None = None
+    ) -> SearchParams:
+        """`request` with this peer's defaults filled in and its clamps applied."""
+        fanout = self.default_fanout if request.fanout is None else request.fanout
+        ttl = self.default_ttl if request.ttl is None else request.ttl
+        timeout_ms = self.default_timeout_ms if request.timeout_ms is None else request.timeout_ms
+        return SearchParams(
+            query=request.query,
+            fanout=min(fanout, self.max_fanout),
+            ttl=min(ttl, self.max_ttl),
+            timeout_s=timeout_ms / 1000,
+            query_id=request.qid or (new_id or new_query_id)(),
+            sender=request.sender,
+            forwarded=request.is_forwarded,
+        )
+
+
+class SearchEvents(Protocol):
+    """What a router reports as it answers; the directory counts it in Prometheus."""
+
+    def received(self, role: str) -> None: ...
+    def duplicate(self) -> None: ...
+    def forwarded(self, count: int) -> None: ...
+    def forward_failed(self) -> None: ...
+    def answered(
+        self, role: str, outcome: str, *, seconds: float, hits: int, failed: int
+    ) -> None: ...
+
+
+class _NoEvents:
+    def received(self, role: str) -> None:
+        pass
+
+    def duplicate(self) -> None:
+        pass
+
+    def forwarded(self, count: int) -> None:
+        pass
+
+    def forward_failed(self) -> None:
+        pass
+
+    def answered(self, role: str, outcome: str, *, seconds: float, hits: int, failed: int) -> None:
+        pass
+
+
+NO_EVENTS: SearchEvents = _NoEvents()
+"""Events counted nowhere (unit tests, the simulator's peers)."""
 
 Forwarder = Callable[[Peer, SearchParams], Coroutine[Any, Any, SearchResponse]]
 
@@ -146,6 +221,8 @@ class SearchRouter:
         forward: Forwarder,
         max_results: int,
         seen: SeenQueries | None = None,
+        events: SearchEvents = NO_EVENTS,
+        rng: random.Random | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.rest_url = rest_url
@@ -155,6 +232,8 @@ class SearchRouter:
         self.forward = forward
         self.max_results = max_results
         self.seen = seen or SeenQueries()
+        self.events = events
+        self.rng = rng  # None: the table's own
 
     async def _forward_within(
         self, peer: Peer, params: SearchParams, budget_s: float
@@ -165,20 +244,24 @@ class SearchRouter:
             return await self.forward(peer, params)
 
     async def search(self, params: SearchParams) -> SearchResponse:
-        started = time.monotonic()
-        role = "forwarded" if params.sender else "entry"
-        _RECEIVED(role).inc()
+        # One clock for the whole search: the loop's, which asyncio.timeout also uses.
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        role = "forwarded" if params.forwarded else "entry"
+        events = self.events
+        events.received(role)
         # A query seen before (it came by another route too) is answered from the
         # local index only and never forwarded again: no loops, and the asker still
         # gets our hits when the route that brought the first copy is slow or dead.
         # Askers merge hits by (peer, path), so nothing is counted twice.
         duplicate = not self.seen.first_time(params.query_id)
         if duplicate:
-            metrics.SEARCH_DUPLICATES.inc()
+            events.duplicate()
         deadline = started + params.timeout_s
         targets = self.table.choose(
             params.fanout if params.ttl > 0 and not duplicate else 0,
             exclude=[params.sender] if params.sender else (),
+            rng=self.rng,
         )
         budget = params.timeout_s * FORWARD_SHARE - FORWARD_MARGIN_S
         if budget < MIN_FORWARD_BUDGET_S:
@@ -190,11 +273,13 @@ class SearchRouter:
             timeout_s=budget,
             query_id=params.query_id,
             sender=self.peer_id,
+            forwarded=True,
         )
         forwards = {
             asyncio.create_task(self._forward_within(peer, child, budget)): peer for peer in targets
         }
-        metrics.SEARCH_FORWARDS.inc(len(forwards))
+        if forwards:
+            events.forwarded(len(forwards))
 
         hits: dict[tuple[str, str], SearchHit] = {}
         answered: list[str] = []
@@ -205,7 +290,7 @@ class SearchRouter:
             # work while the local index answers.
             await asyncio.sleep(0)
         try:
-            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            async with asyncio.timeout(max(deadline - clock(), 0.001)):
                 local = await self.local_search(params.query, self.max_results + 1)
             truncated = len(local) > self.max_results
             for entry in local[: self.max_results]:
@@ -220,9 +305,7 @@ class SearchRouter:
             )
 
         if forwards:
-            done, pending = await asyncio.wait(
-                forwards, timeout=max(deadline - time.monotonic(), 0.001)
-            )
+            done, pending = await asyncio.wait(forwards, timeout=max(deadline - clock(), 0.001))
             for task in pending:
                 task.cancel()
             for task in forwards:
@@ -235,7 +318,7 @@ class SearchRouter:
                     failed[peer.peer_id] = FailedPeer(
                         peer_id=peer.peer_id, url=peer.url, error=_describe_error(error)
                     )
-                    metrics.SEARCH_FORWARD_FAILURES.inc()
+                    events.forward_failed()
                     continue
                 self.table.mark_alive(peer.peer_id)
                 answer: SearchResponse = task.result()
@@ -253,12 +336,9 @@ class SearchRouter:
         merged = list(hits.values())
         if len(merged) > self.max_results:
             merged, truncated = merged[: self.max_results], True
-        took = time.monotonic() - started
-        metrics.SEARCH_HITS.inc(len(merged))
-        metrics.SEARCH_PEERS_FAILED.observe(len(failed))
-        _DURATION(role).observe(took)
+        took = clock() - started
         outcome = "partial" if failed else "complete"
-        _ANSWERED(role, outcome).inc()
+        events.answered(role, outcome, seconds=took, hits=len(merged), failed=len(failed))
         return SearchResponse(
             query=params.query,
             query_id=params.query_id,

@@ -34,16 +34,9 @@ async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
     Answers with the peers this peer knows, so newcomers learn the network.
     """
     try:
-        peer = await node.membership.register(body.url)
+        return await node.membership.welcome(body.url)
     except RegistrationError as exc:
         raise ApiError(exc.status, exc.reason, exc.detail) from None
-    return RegisterResponse(
-        registered=peer.info(),
-        peer_id=node.settings.peer_id,
-        url=node.settings.self_url,
-        grpc_address=node.settings.grpc_advertise,
-        peers=[p.info() for p in node.table.peers() if p.state != "down"],
-    )
 
 
 @router.post(

@@ -1,0 +1,89 @@
+"""Membership's calls to other peers, over REST (`membership.PeerCalls`)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import ValidationError
+
+from directory.auth import PeerAuth
+from directory.membership import PeerUnavailable, RegistrationError
+from directory.transport import PeerCallError, PeerHttp
+from directory.urlguard import PinnedUrl
+from peerfind.api import PEER_ID_PATTERN, ErrorResponse, RegisterResponse
+
+__all__ = ["MAX_HEALTH_BYTES", "MAX_REGISTER_BYTES", "RestPeerCalls"]
+
+_PEER_ID = re.compile(PEER_ID_PATTERN)
+# A /health answer is well under 2 KiB; a /register answer lists at most a table of peers.
+MAX_HEALTH_BYTES = 64 * 1024
+MAX_REGISTER_BYTES = 4 * 1024 * 1024
+
+
+def _target(url: str, pinned: PinnedUrl | None) -> tuple[str, dict[str, str], str | None]:
+    """Where to connect, the Host header and the TLS server name for a (pinned) URL."""
+    if pinned is None:
+        return url, {}, None
+    sni = pinned.host if pinned.scheme == "https" else None
+    return pinned.base, {"Host": pinned.host_header}, sni
+
+
+class RestPeerCalls:
+    def __init__(self, http: PeerHttp, auth: PeerAuth, *, self_url: str, timeout_s: float):
+        self.http = http
+        self.auth = auth
+        self.self_url = self_url
+        self.timeout_s = timeout_s
+
+    async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
+        base, headers, sni = _target(url, pinned)
+        try:
+            answer = await self.http.call(
+                "GET",
+                f"{base}/health",
+                headers=headers,
+                server_hostname=sni,
+                timeout_s=self.timeout_s,
+                max_bytes=MAX_HEALTH_BYTES,
+            )
+        except PeerCallError as exc:
+            raise RegistrationError("unreachable", f"cannot reach {url}/health: {exc}") from None
+        if answer.status != 200:
+            raise RegistrationError("unhealthy", f"{url}/health answered HTTP {answer.status}")
+        try:
+            body = answer.json()
+        except PeerCallError:
+            raise RegistrationError("not_a_peer", f"{url}/health did not answer JSON") from None
+        peer_id = body.get("peer_id") if isinstance(body, dict) else None
+        if not isinstance(peer_id, str) or not _PEER_ID.match(peer_id):
+            raise RegistrationError("not_a_peer", f"{url}/health did not name a valid peer_id")
+        grpc_address = body.get("grpc_address", "")
+        return peer_id, grpc_address if isinstance(grpc_address, str) else ""
+
+    async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
+        base, headers, sni = _target(url, pinned)
+        try:
+            answer = await self.http.call(
+                "POST",
+                f"{base}/register",
+                json_body={"url": self.self_url},
+                headers={**headers, **self.auth.headers},
+                server_hostname=sni,
+                # The peer verifies us (one /health call of its own) before it answers.
+                timeout_s=self.timeout_s * 2 + 1,
+                max_bytes=MAX_REGISTER_BYTES,
+            )
+        except PeerCallError as exc:
+            raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+        if answer.status >= 500:
+            raise PeerUnavailable(f"{url} answered HTTP {answer.status}")
+        if answer.status != 200:
+            try:
+                detail = ErrorResponse.model_validate_json(answer.body).detail
+            except ValidationError:
+                detail = answer.body[:200].decode(errors="replace")
+            raise RegistrationError("refused", f"{url} refused us: {detail}")
+        try:
+            return RegisterResponse.model_validate_json(answer.body)
+        except ValidationError:
+            raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
