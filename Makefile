@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .PHONY: help install proto check-proto lint lint-containers fmt test test-unit test-integration \
-        test-compose demo bench local-up local-down local-status up down ps logs clean
+        test-compose demo bench sim local-up local-down local-status up down ps logs clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,7 +35,7 @@ lint: install lint-containers ## ruff (lint + format check), mypy, and the conta
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src \
-		scripts
+		scripts sim
 
 DOCKERFILES := services/directory/Dockerfile services/transfer/Dockerfile \
                services/indexer/Dockerfile deploy/compose/prometheus/Dockerfile
@@ -60,6 +60,9 @@ test-integration: install ## Integration tests only
 
 bench: install ## Benchmarks against same-run baselines; writes bench/results/latest.json
 	$(PY) -m bench
+
+sim: install ## Simulate 1,000 and 10,000 peers running our search code; writes sim/results/
+	$(PY) -m sim $(SIM_ARGS)
 
 local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
 	$(PY) -m peerfind.devnet up --root $(LOCAL_ROOT)

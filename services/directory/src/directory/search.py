@@ -31,6 +31,7 @@ from peerfind.index import FileEntry
 
 __all__ = [
     "FORWARD_MARGIN_S",
+    "FORWARD_SHARE",
     "MIN_FORWARD_BUDGET_S",
     "NO_EVENTS",
     "Forwarder",

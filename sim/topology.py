@@ -1,0 +1,92 @@
+"""The overlays a run searches over.
+
+- `membership`: the overlay peerfind's own membership builds when peers join one by one,
+  each bootstrapping through two earlier peers as friends (the product's `Membership`:
+  registration answers, introductions, table bounds; nothing assumed);
+- `random_regular`: every peer with the same degree d (networkx);
+- `power_law`: Barabási-Albert preferential attachment (networkx), hubs and leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+from pathlib import Path
+
+import networkx as nx
+
+from sim.network import SimNetwork
+
+__all__ = ["TOPOLOGIES", "build", "graph_of", "shape"]
+
+TOPOLOGIES = ("membership", "random_regular", "power_law")
+REGULAR_DEGREE = 8
+POWER_LAW_M = 4  # edges each newcomer brings: mean degree ~2m
+
+
+async def build(net: SimNetwork, topology: str, n: int, seed: int) -> None:
+    """Add n peers to `net` (files placed later) and connect them as `topology` says."""
+    rng = random.Random(seed)
+    if topology == "membership":
+        await _join_one_by_one(net, n, rng)
+        return
+    if topology == "random_regular":
+        graph = nx.random_regular_graph(REGULAR_DEGREE, n, seed=seed)
+    elif topology == "power_law":
+        graph = nx.barabasi_albert_graph(n, POWER_LAW_M, seed=seed)
+    else:
+        raise ValueError(f"unknown topology {topology!r}; choose from {', '.join(TOPOLOGIES)}")
+    peers = [net.add() for _ in range(n)]
+    for a, b in graph.edges():
+        net.link(peers[a], peers[b])
+
+
+async def _join_one_by_one(net: SimNetwork, n: int, rng: random.Random) -> None:
+    with tempfile.TemporaryDirectory(prefix="peerfind-sim-") as tmp:
+        state = Path(tmp)
+        for k in range(n):
+            peer = net.add()
+            earlier = net.peers[:k]
+            friends = rng.sample(earlier, min(2, len(earlier)))
+            membership = net.attach_membership(peer, net.settings_for(peer, friends, state))
+            if friends:
+                await membership.bootstrap()
+            await membership.settle()
+        await asyncio.gather(*(p.membership.settle() for p in net.peers if p.membership))
+
+
+def graph_of(net: SimNetwork, *, up_only: bool = False) -> nx.Graph[int]:
+    """The overlay as an undirected graph: a link wherever one peer knows the other."""
+    graph: nx.Graph[int] = nx.Graph()
+    skip = net.down | net.hung if up_only else set()
+    graph.add_nodes_from(p.index for p in net.peers if p.index not in skip)
+    for peer in net.peers:
+        if peer.index in skip:
+            continue
+        for other in peer.table.peers():
+            b = net.by_id[other.peer_id].index
+            if b not in skip:
+                graph.add_edge(peer.index, b)
+    return graph
+
+
+def shape(graph: nx.Graph[int], *, samples: int = 200, seed: int = 1) -> dict[str, float | int]:
+    """Components, degrees and mean shortest path (BFS from `samples` random peers)."""
+    degrees = [d for _, d in graph.degree()]
+    components = nx.number_connected_components(graph) if graph else 0
+    rng = random.Random(seed)
+    nodes = list(graph.nodes)
+    sources = rng.sample(nodes, min(samples, len(nodes)))
+    total = count = 0
+    for source in sources:
+        lengths = nx.single_source_shortest_path_length(graph, source)
+        total += sum(lengths.values())
+        count += len(lengths) - 1
+    mean_degree = sum(degrees) / len(degrees) if degrees else 0.0
+    return {
+        "components": components,
+        "max_degree": max(degrees, default=0),
+        "mean_degree": round(mean_degree, 3),
+        "mean_path_length": round(total / count, 3) if count else 0.0,
+    }
