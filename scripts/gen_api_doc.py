@@ -12,7 +12,6 @@ left alone. A test runs --check, so the docs cannot drift from the code.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import docgen
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
@@ -431,28 +431,12 @@ def render(text: str, regions: Mapping[str, str]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/api.md drifted")
-    args = parser.parse_args()
-    name = DOC.relative_to(ROOT)
-    current = DOC.read_text()
-    try:
-        fresh = render(current, generated())
-    except ValueError as exc:
-        print(f"{name}: {exc}")
-        return 1
-    if args.check:
-        if fresh != current:
-            print(f"{name}: the API reference drifted from the code; run `python {GENERATOR}`")
-            return 1
-        print("API reference is up to date")
-        return 0
-    if fresh != current:
-        DOC.write_text(fresh)
-        print(f"wrote {name}")
-    else:
-        print(f"{name} is up to date")
-    return 0
+    return docgen.main(
+        DOC,
+        lambda text: render(text, generated()),
+        description=__doc__.splitlines()[0],
+        generator=GENERATOR,
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Print the peer configuration reference (a Markdown table) from PeerSettings.
+"""Write the peer configuration reference (a Markdown table) from PeerSettings.
 
-    python scripts/gen_config_doc.py            # print the table
+    python scripts/gen_config_doc.py            # regenerate it in docs/operations.md
     python scripts/gen_config_doc.py --check    # exit 1 if docs/operations.md holds another one
 
 The table in docs/operations.md sits between the markers below, so the docs
@@ -9,10 +9,10 @@ cannot drift from the code (a test runs --check).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+import docgen
 from pydantic_core import PydanticUndefined
 
 from peerfind.config import ENV_PREFIX, PeerSettings
@@ -49,23 +49,12 @@ def table() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    generated = f"{BEGIN}\n{table()}\n{END}"
-    if not args.check:
-        print(generated)
-        return 0
-    text = DOC.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0 or text[start : end + len(END)] != generated:
-        print(
-            f"{DOC.relative_to(ROOT)}: configuration reference drifted; regenerate it with "
-            "`python scripts/gen_config_doc.py` and paste it between the markers"
-        )
-        return 1
-    print("configuration reference is up to date")
-    return 0
+    return docgen.main(
+        DOC,
+        lambda text: docgen.replace_region(text, BEGIN, END, table()),
+        description=__doc__.splitlines()[0],
+        generator="scripts/gen_config_doc.py",
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,7 +23,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from peerfind.errors import ConfigError
+from peerfind.api import PEER_ID_PATTERN
+from peerfind.errors import ConfigError, describe_errors
 from peerfind.tls import TlsFiles
 
 __all__ = [
@@ -42,7 +42,7 @@ CONFIG_ENV = "PEER_CONFIG"
 ENV_PREFIX = "PEERFIND_"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
-_PEER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PEER_ID = re.compile(PEER_ID_PATTERN)
 
 
 def validate_http_url(value: str) -> str:
@@ -284,15 +284,6 @@ def _is_wildcard(host: str) -> bool:
         return False
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error.get("loc", ())) or "config"
-    msg = str(error.get("msg", "invalid"))
-    msg = msg.removeprefix("Value error, ")
-    if error.get("type") == "extra_forbidden":
-        msg = "unknown field"
-    return f"{loc}: {msg}"
-
-
 def load_settings(path: str | os.PathLike[str] | None = None) -> PeerSettings:
     """Load the peer config from `path` (default: $PEER_CONFIG), env overriding.
 
@@ -321,8 +312,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> PeerSettings:
     try:
         return PeerSettings(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"invalid config ({where}): {_describe(first)}") from None
+        detail = describe_errors(exc.errors(), where="config")
+        raise ConfigError(f"invalid config ({where}): {detail}") from None
 
 
 def service_arguments(prog: str, does: str, check: str) -> argparse.ArgumentParser:

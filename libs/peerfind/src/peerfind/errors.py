@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = [
     "ClientError",
@@ -24,6 +26,7 @@ __all__ = [
     "PeerRefused",
     "PeerUnreachable",
     "PeerfindError",
+    "describe_errors",
     "short_error",
 ]
 
@@ -84,3 +87,26 @@ def short_error(exc: BaseException | None) -> str:
         return "error"
     text = " ".join(str(exc).split("\n", 1)[0].split())
     return text or type(exc).__name__
+
+
+def describe_errors(
+    errors: Iterable[Mapping[str, Any]],
+    *,
+    limit: int = 1,
+    skip: Iterable[str] = (),
+    where: str = "",
+) -> str:
+    """pydantic's validation errors as one line: `loc: msg; loc: msg` (the first `limit`).
+
+    `skip` drops location parts that mean nothing to the reader ("body"); `where` names
+    an error with no location.
+    """
+    skipped = set(skip)
+    parts = []
+    for error in list(errors)[:limit]:
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p not in skipped) or where
+        msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

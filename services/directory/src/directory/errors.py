@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peerfind.api import ErrorResponse
-from peerfind.errors import IndexUnavailable
+from peerfind.errors import IndexUnavailable, describe_errors
 
 __all__ = ["ApiError", "install_error_handlers"]
 
@@ -31,21 +31,11 @@ def _json(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse(ErrorResponse(error=error, detail=detail).model_dump(), status_code=status)
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return _json(422, "invalid_request", _describe_validation(exc))
+        detail = describe_errors(exc.errors(), limit=3, skip=("body",), where="body")
+        return _json(422, "invalid_request", detail)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+
+from directory.lru import BoundedLru
 
 __all__ = ["RateLimiter"]
 
@@ -27,7 +28,7 @@ class RateLimiter:
         self.burst = burst
         self.max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._buckets: BoundedLru[str, tuple[float, float]] = BoundedLru(max_keys)
 
     @property
     def enabled(self) -> bool:
@@ -45,9 +46,7 @@ class RateLimiter:
             tokens -= 1.0
         else:
             wait = (1.0 - tokens) / self.rate
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
+        self._buckets.put(key, (tokens, now))
         return wait
 
     @staticmethod

@@ -20,11 +20,11 @@ import logging
 import random
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from directory.lru import BoundedLru
 from directory.peers import Peer, PeerTable
 from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchRequest, SearchResponse
 from peerfind.index import FileEntry
@@ -182,7 +182,7 @@ class SeenQueries:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: BoundedLru[str, float] = BoundedLru(capacity)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -191,13 +191,12 @@ class SeenQueries:
         """Record `query_id`; True if it had not been seen within the TTL."""
         now = self._clock()
         cutoff = now - self.ttl_s
-        while self._seen and next(iter(self._seen.values())) < cutoff:
-            self._seen.popitem(last=False)
-        if query_id in self._seen:
+        seen = self._seen
+        while (oldest := seen.oldest()) is not None and oldest < cutoff:
+            seen.drop_oldest()
+        if query_id in seen:
             return False
-        self._seen[query_id] = now
-        while len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
+        seen.put(query_id, now)
         return True
 
 
