@@ -282,7 +282,7 @@ class SearchRouter:
             events.forwarded(len(forwards))
 
         hits: dict[tuple[str, str], SearchHit] = {}
-        answered: list[str] = []
+        answered: dict[str, None] = {}  # an ordered set: merging stays linear in a big flood
         failed: dict[str, FailedPeer] = {}
         truncated = False
         if forwards:
@@ -297,7 +297,7 @@ class SearchRouter:
                 hits[(self.peer_id, entry.path)] = describe(
                     entry, self.peer_id, self.rest_url, self.grpc_address, SearchHit
                 )
-            answered.append(self.peer_id)
+            answered[self.peer_id] = None
         except Exception as exc:  # the local index failing is a partial answer too
             logger.warning("local search failed: %s", _describe_error(exc))
             failed[self.peer_id] = FailedPeer(
@@ -323,7 +323,7 @@ class SearchRouter:
                 self.table.mark_alive(peer.peer_id)
                 answer: SearchResponse = task.result()
                 truncated = truncated or answer.truncated
-                answered.extend(p for p in answer.peers_answered if p not in answered)
+                answered.update(dict.fromkeys(answer.peers_answered))
                 for fp in answer.peers_failed:
                     failed.setdefault(fp.peer_id, fp)
                 for hit in answer.hits:
@@ -344,7 +344,7 @@ class SearchRouter:
             query_id=params.query_id,
             peer_id=self.peer_id,
             hits=merged,
-            peers_answered=answered,
+            peers_answered=list(answered),
             peers_failed=list(failed.values()),
             partial=bool(failed),
             truncated=truncated,
