@@ -5,6 +5,10 @@ checked by its own health check, hardened to the restricted Pod Security Standar
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]  # ships no py.typed
@@ -13,6 +17,7 @@ import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 from k8skit import (
     BASE_DIR,
     IMAGE_USER,
+    KUBECTL,
     KUBERNETES_VERSION,
     ROOT,
     Manifest,
@@ -260,6 +265,36 @@ def test_every_container_has_requests_and_limits(rendered: tuple[str, list[Manif
             )
 
 
+def _quantity(value: str) -> float:
+    """CPU in cores or memory in Mi, from a Kubernetes quantity."""
+    if value.endswith("m"):
+        return int(value[:-1]) / 1000
+    if value.endswith("Mi"):
+        return float(value[:-2])
+    if value.endswith("Gi"):
+        return float(value[:-2]) * 1024
+    return float(value)
+
+
+def test_per_peer_resources_are_the_documented_ones(base_docs: list[Manifest]) -> None:
+    """docs/kubernetes.md and the overlay quote these sums: requests 250m and 352Mi, limits
+    2.5 CPU and 1Gi for the three services."""
+    services = [container(base_docs, name)["resources"] for name in SERVICES]
+    total = {
+        (part, what): sum(_quantity(r[part][what]) for r in services)
+        for part in ("requests", "limits")
+        for what in ("cpu", "memory")
+    }
+    assert total == {
+        ("requests", "cpu"): 0.25,
+        ("requests", "memory"): 352,
+        ("limits", "cpu"): 2.5,
+        ("limits", "memory"): 1024,
+    }
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    assert "requests 0.25 CPU and 352 Mi, limits 2.5 CPU and 1 Gi" in docs
+
+
 def test_state_and_shared_folder_are_per_peer_volumes(base_docs: list[Manifest]) -> None:
     templates = {
         t["metadata"]["name"]: t for t in statefulset_spec(base_docs)["volumeClaimTemplates"]
@@ -371,3 +406,33 @@ def test_no_per_pod_files(rendered: tuple[str, list[Manifest]]) -> None:
     text = yaml.safe_dump_all(docs)
     for k in range(10):
         assert f"peerfind-{k}." not in text
+
+
+def test_render_and_validation_need_no_network(tmp_path: Path) -> None:
+    """kubectl kustomize and kubernetes-validate --strict in a network namespace with no
+    interface up: nothing is fetched (schemas bundled, kustomize built in)."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and unshare(1) for an empty network namespace")
+    overlay = BASE_DIR.parent / "overlays" / "peers"
+    rendered = subprocess.run(
+        [unshare, "--net", str(KUBECTL), "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    manifest = tmp_path / "peers.yaml"
+    manifest.write_text(rendered.stdout)
+    validate = KUBECTL.parent / "kubernetes-validate"
+    result = subprocess.run(
+        [unshare, "--net", str(validate), "--strict", "-k", KUBERNETES_VERSION, str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" passed for resource ") == len(
+        [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    )
