@@ -16,7 +16,7 @@ export UV_PYTHON := $(PYTHON)
         test-compose demo bench sim local-up local-down local-status up down ps logs clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml uv.lock libs/peerfind/pyproject.toml services/*/pyproject.toml
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || { echo "installing uv from PyPI"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
@@ -99,3 +99,4 @@ clean: local-down ## Remove the venv, caches and run state (run `make down` firs
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
 
 include deploy/aws/tf.mk
+include deploy/k8s/k8s.mk
