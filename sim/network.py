@@ -184,9 +184,9 @@ class SimNetwork:
         net, host = divmod(index, PEERS_PER_NETWORK)
         return f"10.{(net >> 8) & 0xFF}.{net & 0xFF}.{host + 1}"
 
-    def add(self, files: Iterable[str] = ()) -> SimPeer:
+    def add(self, files: Iterable[str] = (), *, peer_id: str | None = None) -> SimPeer:
         index = len(self.peers)
-        peer_id = f"p{index}"
+        peer_id = peer_id or f"p{index}"
         address = self._address(index)
         url = f"http://{address}:8000"
         rng = random.Random(self.rng.getrandbits(64))

@@ -37,6 +37,10 @@ async def build(net: SimNetwork, topology: str, n: int, seed: int) -> None:
         graph = nx.barabasi_albert_graph(n, POWER_LAW_M, seed=seed)
     else:
         raise ValueError(f"unknown topology {topology!r}; choose from {', '.join(TOPOLOGIES)}")
+    # A generated graph's degrees are the experiment, not the product's table bound:
+    # hubs keep every link (membership-built overlays keep the real bound).
+    net.max_peers = max(net.max_peers, max(d for _, d in graph.degree()))
+    net.max_per_network = max(net.max_per_network, net.max_peers)
     peers = [net.add() for _ in range(n)]
     for a, b in graph.edges():
         net.link(peers[a], peers[b])
