@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -48,7 +48,6 @@ from peerfind.client import (
     download_from,
     locate,
     upload_to,
-    use_tls,
 )
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from peerfind.errors import ClientError, InvalidNameError
@@ -109,6 +108,30 @@ TimeoutOption = Annotated[
     int | None,
     typer.Option("--timeout-ms", min=1, metavar="MS", help="Search deadline in milliseconds."),
 ]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one run of the command was told: typer's context object (`ctx.obj`).
+
+    The root options set `tls`; each command adds its `--peer` and `--json`.
+    """
+
+    tls: TlsFiles | None = None
+    """PEM files for peers that serve TLS; None: plain text (and the system CAs for https)."""
+    peer: str = DEFAULT_PEER
+    as_json: bool = False
+
+
+def _settings(ctx: typer.Context, peer: str = DEFAULT_PEER, as_json: bool = False) -> Settings:
+    """The root's settings with this command's options, stored back on `ctx.obj`."""
+    base = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+    settings = replace(base, peer=peer, as_json=as_json)
+    ctx.obj = settings
+    return settings
 
 
 # --------------------------------------------------------------------------- helpers
@@ -210,6 +233,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -247,15 +271,18 @@ def _root(
     """Locate files across peerfind peers and test transfers with their owners."""
     if (cert_file is None) != (key_file is None):
         _fail("--cert-file and --key-file go together", EXIT_USAGE)
-    if ca_file is not None or cert_file is not None:
-        use_tls(TlsFiles(ca_file, cert_file, key_file))
+    tls = TlsFiles(ca_file, cert_file, key_file)
+    ctx.obj = Settings(tls=tls if tls.enabled else None)
 
 
 @app.command()
-def health(peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
+def health(
+    ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False
+) -> None:
     """Show a peer's status: index, transfer service, peers known."""
-    result = _run(_call(peer, lambda c: c.health()))
-    if as_json:
+    settings = _settings(ctx, peer, as_json)
+    result = _run(_call(settings, lambda c: c.health()))
+    if settings.as_json:
         _print_json(result.model_dump_json(indent=2))
         return
     table = Table(title=Text(f"{result.peer_id} at {result.url}"), show_header=False)
@@ -278,10 +305,11 @@ def health(peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None
 
 
 @app.command()
-def peers(peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
+def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
     """List the peers a peer knows."""
-    result = _run(_call(peer, lambda c: c.peers()))
-    if as_json:
+    settings = _settings(ctx, peer, as_json)
+    result = _run(_call(settings, lambda c: c.peers()))
+    if settings.as_json:
         _print_json(result.model_dump_json(indent=2))
         return
     table = Table(title=Text(f"peers known to {result.peer_id}"))
@@ -303,6 +331,7 @@ def peers(peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
 
 @app.command()
 def files(
+    ctx: typer.Context,
     peer: PeerOption = DEFAULT_PEER,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, metavar="N", help="Files per page.")
@@ -313,8 +342,9 @@ def files(
     as_json: JsonOption = False,
 ) -> None:
     """List one page of a peer's shared files."""
-    result = _run(_call(peer, lambda c: c.files(limit=limit, after=after)))
-    if as_json:
+    settings = _settings(ctx, peer, as_json)
+    result = _run(_call(settings, lambda c: c.files(limit=limit, after=after)))
+    if settings.as_json:
         _print_json(result.model_dump_json(indent=2))
         return
     table = Table(title=Text(f"files shared by {result.peer_id}"))
@@ -333,6 +363,7 @@ def files(
 
 @app.command()
 def search(
+    ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="Text to find in file names.")],
     peer: PeerOption = DEFAULT_PEER,
     fanout: FanoutOption = None,
@@ -342,8 +373,9 @@ def search(
     """Search file names through a peer and the peers it reaches."""
     if not query.strip() or len(query) > MAX_QUERY_LENGTH:
         _fail(f"the query must be 1 to {MAX_QUERY_LENGTH} characters", EXIT_USAGE)
-    result = _run(_call(peer, lambda c: c.search(query, fanout=fanout, timeout_ms=timeout_ms)))
-    if as_json:
+    settings = _settings(ctx, peer, as_json)
+    result = _run(_call(settings, lambda c: c.search(query, fanout=fanout, timeout_ms=timeout_ms)))
+    if settings.as_json:
         _print_json(result.model_dump_json(indent=2))
         return
     table = Table(title=Text(f"{query!r} via {result.peer_id}"))
@@ -369,6 +401,7 @@ def search(
 
 @app.command()
 def download(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Exact file name, as /search lists it.")],
     peer: PeerOption = DEFAULT_PEER,
     fanout: FanoutOption = None,
@@ -388,12 +421,16 @@ def download(
         validate_file_name(name)
     except InvalidNameError as exc:
         _fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE)
+    settings = _settings(ctx, peer, as_json)
     chunk = _size_option(chunk_size, "--chunk-size", minimum=0, maximum=MAX_CHUNK_SIZE)
-    hits = _run(locate(peer, name, fanout, timeout_ms=timeout_ms))
+    hits = _run(locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls))
     owner = _pick(hits, from_peer)
-    with _progress(name, owner.size, enabled=not as_json) as on_chunk:
-        result = _run(download_from(owner.grpc_address, name, chunk_size=chunk, on_chunk=on_chunk))
-    if as_json:
+    with _progress(name, owner.size, enabled=not settings.as_json) as on_chunk:
+        work = download_from(
+            owner.grpc_address, name, chunk_size=chunk, on_chunk=on_chunk, tls=settings.tls
+        )
+        result = _run(work)
+    if settings.as_json:
         summary = asdict(result) | {
             "peer_id": owner.peer_id,
             "expected_bytes": owner.size,
@@ -413,6 +450,7 @@ def download(
 
 @app.command()
 def upload(
+    ctx: typer.Context,
     to: Annotated[
         str,
         typer.Option(
@@ -431,12 +469,16 @@ def upload(
     as_json: JsonOption = False,
 ) -> None:
     """Send synthetic bytes to a peer (DummyUpload) and verify its checksum."""
+    settings = _settings(ctx, as_json=as_json)
     total = _size_option(size, "--size", minimum=0)
     chunk = _size_option(chunk_size, "--chunk-size", minimum=1, maximum=MAX_CHUNK_SIZE)
-    with _progress(name or "upload", total, enabled=not as_json) as on_chunk:
-        result = _run(upload_to(to, total, chunk_size=chunk, name=name, on_chunk=on_chunk))
+    with _progress(name or "upload", total, enabled=not settings.as_json) as on_chunk:
+        work = upload_to(
+            to, total, chunk_size=chunk, name=name, on_chunk=on_chunk, tls=settings.tls
+        )
+        result = _run(work)
     receipt = result.receipt
-    if as_json:
+    if settings.as_json:
         summary = asdict(result) | {
             "verified": result.verified,
             "mb_per_s": round(result.mb_per_s, 3),
@@ -459,8 +501,8 @@ def upload(
         _fail(f"peer reported a failed upload: {receipt.message or 'no reason given'}")
 
 
-async def _call(peer: str, request: Callable[[PeerClient], Coroutine[Any, Any, _T]]) -> _T:
-    async with PeerClient(peer) as client:
+async def _call(settings: Settings, request: Callable[[PeerClient], Coroutine[Any, Any, _T]]) -> _T:
+    async with PeerClient(settings.peer, tls=settings.tls) as client:
         return await request(client)
 
 
