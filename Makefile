@@ -34,8 +34,8 @@ check-proto: install ## Fail if the committed stubs drift from proto/
 lint: install lint-containers ## ruff (lint + format check), mypy, and the container files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/peerfind/src libs/peerfind-devnet/src services/directory/src services/transfer/src services/indexer/src \
-		scripts
+	$(VENV)/bin/mypy libs/peerfind/src libs/peerfind-cli/src libs/peerfind-devnet/src \
+		services/directory/src services/transfer/src services/indexer/src scripts
 
 DOCKERFILES := services/directory/Dockerfile services/transfer/Dockerfile \
                services/indexer/Dockerfile deploy/compose/prometheus/Dockerfile

@@ -24,7 +24,7 @@ from peerfind_devnet import Devnet, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 PEERS = ["peer1", "peer2", "peer3"]
-CLI = [sys.executable, "-m", "peerfind.cli"]
+CLI = [sys.executable, "-m", "peerfind_cli"]
 
 
 def test_each_peer_lists_its_own_files(network: Devnet) -> None:

@@ -4,11 +4,14 @@
 `peerfind.api` models, by uvicorn on 127.0.0.1 in a background thread (HTTPS when
 given a certificate); tests change what it answers through `Directory.state`.
 `serve_transfer` runs `FakeTransfer` on a real `grpc.aio` server on port 0 (TLS when
-given `TlsFiles`) on the running event loop.
+given `TlsFiles`) on the running event loop. `make_pki` writes a throwaway CA and
+certificates for both.
 
 The pytest fixtures below wrap them; a test suite's conftest imports the ones it uses:
 
-    from peerfind_devnet.fakes import dead_port, directory, fake_directory_server, hit
+    from peerfind_devnet.fakes import directory, fake_directory_server, transfer
+
+(a fixture that another depends on, such as `fake_directory_server`, comes along).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Self
 import grpc
 import grpc.aio
 import pytest
+import trustme
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -59,15 +63,21 @@ __all__ = [
     "DirectoryState",
     "FakeDirectory",
     "FakeTransfer",
+    "Pki",
     "Transfer",
     "Upload",
     "build_directory_app",
     "dead_port",
     "directory",
     "fake_directory_server",
+    "fake_https_directory_server",
     "hit",
+    "https_directory",
     "make_health",
     "make_hit",
+    "make_pki",
+    "mtls_transfer",
+    "pki",
     "serve_transfer",
     "transfer",
     "transfer_default_limits",
@@ -405,6 +415,42 @@ async def serve_transfer(
         await server.stop(None)
 
 
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    """PEM files of a throwaway CA, for servers on 127.0.0.1 and for their clients."""
+
+    server: TlsFiles
+    """Certificate and key for 127.0.0.1, and the CA: gRPC servers then require client certs."""
+    client: TlsFiles
+    """The CA and a client certificate and key (mutual TLS)."""
+    ca_only: TlsFiles
+    """The CA alone: verify servers, present no certificate."""
+
+
+def make_pki(directory: Path) -> Pki:
+    """A new CA and its certificates, written as PEM files into `directory`."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("peerfind-client")
+    paths = {
+        name: directory / f"{name}.pem"
+        for name in ("ca", "server", "server-key", "client", "client-key")
+    }
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(paths["server"]))
+    server.private_key_pem.write_to_path(str(paths["server-key"]))
+    client.cert_chain_pems[0].write_to_path(str(paths["client"]))
+    client.private_key_pem.write_to_path(str(paths["client-key"]))
+    return Pki(
+        server=TlsFiles(paths["ca"], paths["server"], paths["server-key"]),
+        client=TlsFiles(paths["ca"], paths["client"], paths["client-key"]),
+        ca_only=TlsFiles(paths["ca"]),
+    )
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -421,6 +467,19 @@ def directory(fake_directory_server: FakeDirectory) -> Directory:
     return fake_directory_server.reset()
 
 
+@pytest.fixture(scope="session")
+def fake_https_directory_server(pki: Pki) -> Iterator[FakeDirectory]:
+    """One fake directory on HTTPS (a certificate of `pki`'s CA) for the session."""
+    with FakeDirectory(certfile=pki.server.cert_file, keyfile=pki.server.key_file) as server:
+        yield server
+
+
+@pytest.fixture
+def https_directory(fake_https_directory_server: FakeDirectory) -> Directory:
+    """The session's fake HTTPS directory, with a fresh state."""
+    return fake_https_directory_server.reset()
+
+
 @pytest.fixture
 async def transfer() -> AsyncIterator[Transfer]:
     """A transfer server that accepts the client's largest chunks."""
@@ -432,6 +491,19 @@ async def transfer() -> AsyncIterator[Transfer]:
 async def transfer_default_limits() -> AsyncIterator[Transfer]:
     """A transfer server left at gRPC's default 4 MiB message limit."""
     async with serve_transfer() as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One throwaway CA and its certificates for the session."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+async def mtls_transfer(pki: Pki) -> AsyncIterator[Transfer]:
+    """A transfer server on TLS that requires a client certificate of `pki`'s CA."""
+    async with serve_transfer(GRPC_MAX_MESSAGE_BYTES, tls=pki.server) as served:
         yield served
 
 
