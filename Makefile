@@ -18,7 +18,7 @@ export UV_PYTHON := $(PYTHON)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml uv.lock libs/peerfind/pyproject.toml services/*/pyproject.toml
+$(VENV)/.installed: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproject.toml
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || { echo "installing uv from PyPI"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
 	$(UV) sync --frozen --all-packages
 	@touch $@
@@ -34,8 +34,8 @@ check-proto: install ## Fail if the committed stubs drift from proto/
 lint: install lint-containers ## ruff (lint + format check), mypy, and the container files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src \
-		scripts sim
+	$(VENV)/bin/mypy libs/peerfind/src libs/peerfind-cli/src libs/peerfind-devnet/src \
+		services/directory/src services/transfer/src services/indexer/src scripts sim
 
 DOCKERFILES := services/directory/Dockerfile services/transfer/Dockerfile \
                services/indexer/Dockerfile deploy/compose/prometheus/Dockerfile
@@ -53,7 +53,7 @@ test: install ## Unit and integration tests (real peers on 127.0.0.x)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: install ## Unit tests only
-	$(VENV)/bin/pytest libs/peerfind/tests services $(PYTEST_ARGS)
+	$(VENV)/bin/pytest libs services $(PYTEST_ARGS)
 
 test-integration: install ## Integration tests only
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
@@ -65,13 +65,13 @@ sim: install ## Simulate 1,000 and 10,000 peers running our search code; writes 
 	$(PY) -m sim $(SIM_ARGS)
 
 local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
-	$(PY) -m peerfind.devnet up --root $(LOCAL_ROOT)
+	$(PY) -m peerfind_devnet up --root $(LOCAL_ROOT)
 
 local-down: ## Stop the local peers started by local-up
-	@if [ -x $(PY) ]; then $(PY) -m peerfind.devnet down --root $(LOCAL_ROOT); else echo "nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m peerfind_devnet down --root $(LOCAL_ROOT); else echo "nothing to stop"; fi
 
 local-status: install ## Show the local peers' processes
-	$(PY) -m peerfind.devnet status --root $(LOCAL_ROOT)
+	$(PY) -m peerfind_devnet status --root $(LOCAL_ROOT)
 
 up: install ## Run three peers in containers (Docker, else a local Podman); returns when healthy
 	$(PY) scripts/stack.py up

@@ -1,7 +1,7 @@
 """What every benchmark family shares: results, the run context, helper processes, timing.
 
 A family is a module with `run(ctx: Context) -> list[Result]`. It starts what it
-needs on 127.0.0.x (real peers through `peerfind.devnet`, baselines through
+needs on 127.0.0.x (real peers through `peerfind_devnet`, baselines through
 `Helpers`), stops all of it before it returns, and measures each figure against
 a baseline taken in the same run, so that the ratio, not the absolute time, is
 what a result says.
@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from peerfind.devnet import PERF_ENV, REPO_ROOT, accepts, free_port, wait_for
+from peerfind_devnet import PERF_ENV, REPO_ROOT, accepts, free_port, wait_for
 
 __all__ = [
     "MB",

@@ -15,7 +15,7 @@ import httpx
 
 from bench.core import Context, Result, percentile
 from bench.search import make_shared
-from peerfind.devnet import Devnet, PeerSpec
+from peerfind_devnet import Devnet, PeerSpec, wait_for
 
 __all__ = ["run"]
 
@@ -46,14 +46,13 @@ def run(ctx: Context) -> list[Result]:
             path = shared / name
             path.write_bytes(b"x")
             created = time.perf_counter()
-            while True:
+
+            def found(name: str = name) -> bool:
                 body = http.get(url, params={"query": name, "fanout": 0}).json()
-                if any(hit["name"] == name for hit in body["hits"]):
-                    latencies.append(time.perf_counter() - created)
-                    break
-                if time.perf_counter() - created > DEADLINE_S:
-                    raise RuntimeError(f"{name} not found within {DEADLINE_S} s")
-                time.sleep(POLL_S)
+                return any(hit["name"] == name for hit in body["hits"])
+
+            wait_for(found, DEADLINE_S, step_s=POLL_S, what=f"/search to find {name}")
+            latencies.append(time.perf_counter() - created)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     ctx.log(f"freshness over {count} files: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     return [

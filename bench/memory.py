@@ -22,7 +22,7 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.core import MIB, Context, Result, free_port, wait_for
 from bench.tree import make_tree
-from peerfind.devnet import PeerProcesses, PeerSpec
+from peerfind_devnet import PeerProcesses, PeerSpec
 
 __all__ = ["FILES", "run"]
 

@@ -1,6 +1,6 @@
 """Search: an entry peer fanning out to 2 others, against a bare reference fan-out.
 
-Ours: three real peers (`peerfind.devnet`, every service, default features: query
+Ours: three real peers (`peerfind_devnet`, every service, default features: query
 ids and dedup, TTL, deadline, metrics) on 127.0.0.21-23, each sharing 2,000 files
 of which 10 match the query. A search enters at peer1 with fanout 2 and ttl 1, so
 peer1 asks peer2 and peer3 and they answer from their own index: the same shape as
@@ -30,7 +30,7 @@ import httpx
 
 from bench.core import Context, Helpers, Result, free_port, percentile, wait_tcp
 from bench.httpload import LoadStats, closed_loop, sequential
-from peerfind.devnet import Devnet, standard_specs
+from peerfind_devnet import Devnet, standard_specs
 
 __all__ = ["QUERY", "make_shared", "run"]
 

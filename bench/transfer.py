@@ -2,7 +2,7 @@
 
 Processes (all with PERF_ENV, all on 127.0.0.x, all stopped at the end):
 
-    peer      the real indexer + transfer services (`peerfind.devnet.PeerProcesses`),
+    peer      the real indexer + transfer services (`peerfind_devnet.PeerProcesses`),
               sharing a sparse 1 GiB file, on 127.0.0.11
     bare      baseline (a), `bench.baselines grpc`, on 127.0.0.12
     raw       baseline (b), `bench.baselines raw`, on 127.0.0.13
@@ -36,8 +36,8 @@ from bench.core import (
     wait_for,
     wait_tcp,
 )
-from peerfind.devnet import PeerProcesses, PeerSpec
 from peerfind.index import IndexReader
+from peerfind_devnet import PeerProcesses, PeerSpec
 
 __all__ = ["CHUNK_SIZES", "run"]
 

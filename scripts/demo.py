@@ -129,7 +129,7 @@ def _compose_command(verb: str, peer: str) -> list[str]:
 
 def _devnet_command(verb: str, peer: str) -> list[str]:
     root = str(LOCAL_ROOT)
-    return [sys.executable, "-m", "peerfind.devnet", verb, "--peer", peer, "--root", root]
+    return [sys.executable, "-m", "peerfind_devnet", verb, "--peer", peer, "--root", root]
 
 
 COMPOSE = Stack("compose (make up)", _compose_command)
@@ -140,7 +140,7 @@ def detect(kind: str) -> Stack:
     if kind != "auto":
         return LOCAL if kind == "local" else COMPOSE
     status = subprocess.run(
-        [sys.executable, "-m", "peerfind.devnet", "status", "--root", str(LOCAL_ROOT)],
+        [sys.executable, "-m", "peerfind_devnet", "status", "--root", str(LOCAL_ROOT)],
         capture_output=True,
         text=True,
         timeout=30,

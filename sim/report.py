@@ -1,7 +1,7 @@
 """The tables of docs/scale.md, generated from sim/results/latest.json.
 
-    python -m sim.report            # regenerate them (make sim does)
-    python -m sim.report --check    # exit 1 if docs/scale.md drifted from latest.json
+python -m sim.report            # regenerate them (make sim does)
+python -m sim.report --check    # exit 1 if docs/scale.md drifted from latest.json
 """
 
 from __future__ import annotations
@@ -46,15 +46,24 @@ def _runs_table(runs: list[dict[str, Any]]) -> str:
         lines.append(
             _row(
                 [
-                    f"{r['peers']:,}", r["topology"], f"{r['replication']:g} ({r['copies']})",
-                    r["popularity"], f"{r['churn']:g}", r["fanout"], r["ttl"],
-                    _pct(r["success_rate"]), _pct(r["recall"]), f"{r['messages_per_query']:.1f}",
-                    f"{r['bytes_per_query']:,.0f}", first,
-                    f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}", _pct(r["duplicate_share"]),
+                    f"{r['peers']:,}",
+                    r["topology"],
+                    f"{r['replication']:g} ({r['copies']})",
+                    r["popularity"],
+                    f"{r['churn']:g}",
+                    r["fanout"],
+                    r["ttl"],
+                    _pct(r["success_rate"]),
+                    _pct(r["recall"]),
+                    f"{r['messages_per_query']:.1f}",
+                    f"{r['bytes_per_query']:,.0f}",
+                    first,
+                    f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}",
+                    _pct(r["duplicate_share"]),
                     f"{r['lost_to_deadline_per_query']:.2f}",
                     f"{r['p99_peer_load']} / {r['max_peer_load']}",
                 ]
-            )  # fmt: skip
+            )
         )
     return "\n".join(lines)
 
@@ -66,10 +75,14 @@ def _worlds_table(worlds: list[dict[str, Any]]) -> str:
         lines.append(
             _row(
                 [
-                    f"{w['peers']:,}", w["topology"], w["components"], w["mean_degree"],
-                    w["max_degree"], w["mean_path_length"],
+                    f"{w['peers']:,}",
+                    w["topology"],
+                    w["components"],
+                    w["mean_degree"],
+                    w["max_degree"],
+                    w["mean_path_length"],
                 ]
-            )  # fmt: skip
+            )
         )
     return "\n".join(lines)
 

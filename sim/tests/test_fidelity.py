@@ -15,7 +15,7 @@ import httpx
 import pytest
 from helpers import make_shared
 
-from peerfind.devnet import Devnet, PeerSpec, free_port, wait_for
+from peerfind_devnet import Devnet, PeerSpec, free_port, wait_for
 from sim import vloop
 from sim.network import LinkModel, SimNetwork
 

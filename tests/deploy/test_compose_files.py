@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from peerfind.config import PeerSettings, load_settings
-from peerfind.devnet import PERF_ENV, REPO_ROOT, standard_specs
+from peerfind_devnet import PERF_ENV, REPO_ROOT, standard_specs
 
 COMPOSE_DIR = REPO_ROOT / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"

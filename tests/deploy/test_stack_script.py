@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from peerfind.devnet import REPO_ROOT
+from peerfind_devnet import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "stack.py"
 

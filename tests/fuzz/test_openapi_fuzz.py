@@ -24,7 +24,7 @@ from schemathesis.config._checks import POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUS
 
 from directory.app import create_app
 from peerfind.config import PeerSettings
-from peerfind.devnet import PeerProcesses, PeerSpec
+from peerfind_devnet import PeerProcesses, PeerSpec
 
 pytestmark = pytest.mark.integration
 

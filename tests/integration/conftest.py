@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers import NetworkFactory, build_specs
 
-from peerfind.devnet import Devnet, PeerSpec
+from peerfind_devnet import Devnet, PeerSpec
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from peerfind.devnet import REPO_ROOT, Devnet, PeerSpec, free_port, standard_specs, wait_for
+from peerfind_devnet import REPO_ROOT, Devnet, PeerSpec, free_port, standard_specs, wait_for
 
 # Fast clocks so pruning and staleness happen within a test's deadline.
 FAST = {

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from helpers import NetworkFactory, build_specs, get
 
-from peerfind.devnet import Devnet, free_port, wait_for
+from peerfind_devnet import Devnet, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

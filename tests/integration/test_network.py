@@ -19,12 +19,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import get
 
-from peerfind.devnet import Devnet, free_port, wait_for
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+from peerfind_devnet import Devnet, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 PEERS = ["peer1", "peer2", "peer3"]
-CLI = [sys.executable, "-m", "peerfind.cli"]
+CLI = [sys.executable, "-m", "peerfind_cli"]
 
 
 def test_each_peer_lists_its_own_files(network: Devnet) -> None:

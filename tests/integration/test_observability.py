@@ -41,8 +41,8 @@ from helpers import (
 )
 
 from peerfind import __version__
-from peerfind.devnet import Devnet, wait_for
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+from peerfind_devnet import Devnet, wait_for
 
 pytestmark = pytest.mark.integration
 PEERS = ["peer1", "peer2", "peer3"]

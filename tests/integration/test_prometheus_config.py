@@ -31,7 +31,7 @@ import directory.metrics
 import indexer.metrics
 import peerfind.metrics
 import transfer.metrics
-from peerfind.devnet import _local_specs
+from peerfind_devnet import local_specs
 
 # The compose naming (fixed for the containers issue): service peerN-<service>,
 # metrics on these container ports.
@@ -194,7 +194,7 @@ def test_compose_targets_follow_the_compose_service_names() -> None:
 def test_local_targets_are_the_addresses_of_make_up(tmp_path: Path) -> None:
     targets = scrape_targets(load_yaml(PROMETHEUS_DIR / "prometheus.local.yml"))
     expected = {}
-    for spec in _local_specs(tmp_path):
+    for spec in local_specs(tmp_path):
         expected[(spec.peer_id, "directory")] = f"{spec.host}:{spec.rest_port}"
         for service in ("transfer", "indexer"):
             expected[(spec.peer_id, service)] = (

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import RUNNABLE, readme_commands
 
-from peerfind.devnet import Devnet
+from peerfind_devnet import Devnet
 
 pytestmark = pytest.mark.integration
 

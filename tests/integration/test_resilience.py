@@ -28,8 +28,8 @@ import pytest
 from helpers import FAST, HOSTS, DelayProxy, NetworkFactory, build_specs, get, make_shared
 
 from directory.transport import MAX_CONNECTIONS_PER_PEER
-from peerfind.devnet import PeerProcesses, PeerSpec, standard_specs, wait_for
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+from peerfind_devnet import PeerProcesses, PeerSpec, standard_specs, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from helpers import NetworkFactory, build_specs, get
 
-from peerfind.devnet import Devnet, wait_for
+from peerfind_devnet import Devnet, wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "X-Peerfind-Token"

@@ -14,10 +14,10 @@ import pytest
 import trustme
 from helpers import FAST, HOSTS, make_shared
 
-from peerfind.devnet import Devnet, PeerSpec, free_port, wait_for
+from peerfind_devnet import Devnet, PeerSpec, free_port, wait_for
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "peerfind.cli"]
+CLI = [sys.executable, "-m", "peerfind_cli"]
 
 
 @pytest.fixture

@@ -17,8 +17,10 @@ from peerfind.client import (
     PeerClient,
     TransferClient,
     choose_owner,
+    download_from,
     locate,
     resolve_transfer_address,
+    upload_to,
     validate_grpc_address,
 )
 from peerfind.config import MAX_CHUNK_SIZE
@@ -28,6 +30,7 @@ from peerfind.errors import (
     PeerRefused,
     PeerUnreachable,
 )
+from peerfind_devnet.fakes import Directory, Pki, Transfer, make_hit
 
 HitFactory = Callable[..., SearchHit]
 
@@ -458,3 +461,49 @@ async def test_upload_hints_at_the_message_limit(transfer_default_limits: Any) -
             await client.upload(MAX_CHUNK_SIZE, chunk_size=MAX_CHUNK_SIZE)
         result = await client.upload(MAX_CHUNK_SIZE, chunk_size=MAX_CHUNK_SIZE // 2)
     assert result.verified
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+async def test_tls_is_per_client_not_per_process(https_directory: Directory, pki: Pki) -> None:
+    async with PeerClient(https_directory.url, tls=pki.ca_only) as trusted:
+        assert (await trusted.health()).peer_id == "peer1"
+    async with PeerClient(https_directory.url) as default:  # the system's CAs
+        with pytest.raises(PeerUnreachable):
+            await default.health()
+    async with PeerClient(https_directory.url, tls=pki.ca_only) as again:
+        assert (await again.health()).peer_id == "peer1"
+
+
+async def test_transfer_client_presents_its_certificate(mtls_transfer: Transfer, pki: Pki) -> None:
+    async with TransferClient(mtls_transfer.address, tls=pki.client) as client:
+        result = await client.download("hello3.txt")
+    assert result.bytes == 6
+    async with TransferClient(mtls_transfer.address, tls=pki.ca_only) as anonymous:
+        with pytest.raises(ClientError):
+            await anonymous.download("hello3.txt")
+    async with TransferClient(mtls_transfer.address, timeout=5) as plain:
+        with pytest.raises(PeerUnreachable):
+            await plain.download("hello3.txt")
+
+
+async def test_workflows_hand_tls_to_every_client(
+    https_directory: Directory, mtls_transfer: Transfer, pki: Pki
+) -> None:
+    directory = https_directory
+    directory.advertise(mtls_transfer.address)
+    directory.state.hits = [make_hit("hello3.txt", "peer3", mtls_transfer.address)]
+    hits = await locate(directory.url, "hello3.txt", tls=pki.client)
+    assert await resolve_transfer_address(directory.url, tls=pki.client) == mtls_transfer.address
+    downloaded = await download_from(hits[0].grpc_address, "hello3.txt", tls=pki.client)
+    assert downloaded.bytes == 6
+    uploaded = await upload_to(directory.url, 3000, chunk_size=1024, tls=pki.client)
+    assert uploaded.verified
+    assert mtls_transfer.servicer.uploads[-1].bytes == 3000
+
+
+async def test_tls_and_a_shared_http_client_do_not_mix(directory: Any, pki: Pki) -> None:
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(ClientError, match="not both"):
+            PeerClient(directory.url, tls=pki.ca_only, http=http)

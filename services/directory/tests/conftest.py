@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from directory.app import create_app
 from peerfind.config import PeerSettings
-from peerfind.devnet import free_port
 from peerfind.index import FileEntry, IndexWriter
+from peerfind_devnet import free_port
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def test_register_bad_input(client: TestClient, body: object, status: int) -> No
 
 
 def test_register_unreachable_url_changes_nothing(client: TestClient) -> None:
-    from peerfind.devnet import free_port
+    from peerfind_devnet import free_port
 
     body = assert_error(
         client.post("/register", json={"url": f"http://127.0.0.1:{free_port()}"}), 400

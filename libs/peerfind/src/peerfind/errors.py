@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -75,6 +76,10 @@ def short_error(exc: BaseException | None) -> str:
         seen.add(id(current))
         if isinstance(current, TimeoutError):
             return "timeout"
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {current.verify_message}"
+        if isinstance(current, ssl.SSLError):  # an OSError whose errno is OpenSSL's, not the OS's
+            return f"TLS error: {current.reason or current}"
         if isinstance(current, OSError) and current.errno is not None:
             if current.errno == errno_codes.ECONNREFUSED:
                 return "connection refused"

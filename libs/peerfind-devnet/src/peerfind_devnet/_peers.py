@@ -1,13 +1,4 @@
-"""Run a network of real peers as local processes (three processes per peer).
-
-Used by `make local-up` / `make local-down`, the integration tests, the
-benchmarks and the demo:
-
-    python -m peerfind.devnet up   --root .run/local    # three peers, returns when healthy
-    python -m peerfind.devnet down --root .run/local    # stops exactly those processes
-    python -m peerfind.devnet status --root .run/local
-    python -m peerfind.devnet stop --peer peer3         # one peer's processes (the demo)
-    python -m peerfind.devnet start --peer peer3        # ... and back
+"""A peer as local processes: its config, its three services, and several peers together.
 
 The standard layout matches the compose stack: peerN's REST on 127.0.0.1:800N,
 gRPC on 127.0.0.1:5005N; peer1 has no friends, peer2's primary friend is peer1,
@@ -16,70 +7,41 @@ peer3's primary is peer2 and its backup peer1; peerN shares deploy/samples/peerN
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from peerfind_devnet._wait import DEFAULT_DEADLINE_S, accepts, free_port, wait_for
+
 __all__ = [
+    "MODULES",
+    "PERF_ENV",
+    "REPO_ROOT",
     "SERVICES",
     "Devnet",
     "PeerProcesses",
     "PeerSpec",
-    "accepts",
-    "free_port",
+    "local_specs",
     "standard_specs",
-    "wait_for",
 ]
 
 SERVICES = ("indexer", "transfer", "directory")
-_MODULES = {"indexer": "indexer.main", "transfer": "transfer.main", "directory": "directory.main"}
+MODULES = {"indexer": "indexer.main", "transfer": "transfer.main", "directory": "directory.main"}
 REPO_ROOT = Path(__file__).resolve().parents[4]
+"""The checkout: the harness runs from it (an editable install), never from a wheel."""
 # Measured in the benchmarks: glibc otherwise hands every large per-message
 # buffer back to the kernel and pays first-touch page faults on the next one.
 PERF_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
-DEFAULT_DEADLINE_S = 30.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], Any],
-    deadline_s: float = DEFAULT_DEADLINE_S,
-    step_s: float = 0.05,
-    what: str = "condition",
-) -> Any:
-    """Poll `condition` until it returns a truthy value; TimeoutError after the deadline."""
-    end = time.monotonic() + deadline_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # polled conditions may fail until ready
-            last_error = exc
-        if time.monotonic() >= end:
-            hint = f" (last error: {last_error})" if last_error else ""
-            raise TimeoutError(f"timed out after {deadline_s:.0f} s waiting for {what}{hint}")
-        time.sleep(step_s)
 
 
 @dataclass
@@ -167,7 +129,7 @@ class PeerProcesses:
                 continue
             log = open(self.log_dir / f"{self.spec.peer_id}-{service}.log", "ab")  # noqa: SIM115
             self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", _MODULES[service]],
+                [sys.executable, "-m", MODULES[service]],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -243,15 +205,6 @@ class PeerProcesses:
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items() if proc.poll() is None}
-
-
-def accepts(host: str, port: int) -> bool:
-    """True if something accepts TCP connections on host:port right now."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class Devnet:
@@ -338,7 +291,8 @@ def standard_specs(
     return specs
 
 
-def _local_specs(root: Path) -> list[PeerSpec]:
+def local_specs(root: Path) -> list[PeerSpec]:
+    """The peers of `make local-up`: the standard wiring, fixed metrics ports, text logs."""
     specs = standard_specs(root)
     for i, spec in enumerate(specs, start=1):
         spec.extra.update(
@@ -349,140 +303,3 @@ def _local_specs(root: Path) -> list[PeerSpec]:
             }
         )
     return specs
-
-
-def _alive(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"peerfind" in cmdline or any(m.encode() in cmdline for m in _MODULES.values())
-
-
-def _up(root: Path) -> int:
-    state_file = root / "pids.json"
-    if state_file.exists() and any(_alive(p) for p in json.loads(state_file.read_text()).values()):
-        print(f"a local network is already running (see {state_file}); `make local-down` first")
-        return 1
-    net = Devnet(root, _local_specs(root))
-    pids: dict[str, int] = {}
-    try:
-        for peer in net.peers.values():
-            print(
-                f"starting {peer.spec.peer_id}: REST {peer.spec.url}, gRPC {peer.spec.grpc_address}"
-            )
-            peer.start()
-            pids.update({f"{peer.spec.peer_id}-{k}": v for k, v in peer.pids().items()})
-            state_file.write_text(json.dumps(pids, indent=2))
-            peer.wait_healthy()
-        net.wait_converged()
-    except (TimeoutError, RuntimeError, httpx.HTTPError) as exc:
-        print(f"local network failed to start: {exc}; logs in {root / 'logs'}", file=sys.stderr)
-        net.stop()
-        state_file.unlink(missing_ok=True)
-        return 1
-    print(f"three peers up; logs in {root / 'logs'}; stop with `make local-down`")
-    return 0
-
-
-def _recorded_pids(root: Path) -> dict[str, int] | None:
-    """The pids `up` recorded, or None (and a message) when no network is running."""
-    state_file = root / "pids.json"
-    if not state_file.exists():
-        print("no local network is running")
-        return None
-    recorded: dict[str, int] = json.loads(state_file.read_text())
-    return recorded
-
-
-def _terminate(pids: Iterable[int], timeout_s: float = 10.0) -> None:
-    """SIGTERM the processes, and SIGKILL those still alive after `timeout_s`."""
-    pids = [p for p in pids if _alive(p)]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    try:
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout_s, what="processes to exit")
-    except TimeoutError:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _down(root: Path) -> int:
-    recorded = _recorded_pids(root)
-    if recorded is None:
-        return 0
-    alive = [p for p in recorded.values() if _alive(p)]
-    _terminate(alive)
-    (root / "pids.json").unlink(missing_ok=True)
-    print(f"stopped {len(alive)} processes")
-    return 0
-
-
-def _stop_peer(root: Path, peer_id: str) -> int:
-    """Stop one peer's three processes (the demo's "a peer goes away")."""
-    recorded = _recorded_pids(root)
-    if recorded is None:
-        return 1
-    alive = [v for k, v in recorded.items() if k.startswith(f"{peer_id}-") and _alive(v)]
-    _terminate(alive)
-    print(f"stopped {peer_id} ({len(alive)} processes)")
-    return 0
-
-
-def _start_peer(root: Path, peer_id: str) -> int:
-    """Start one peer of the local network again and record its pids."""
-    recorded = _recorded_pids(root)
-    if recorded is None:
-        return 1
-    if any(_alive(v) for k, v in recorded.items() if k.startswith(f"{peer_id}-")):
-        print(f"{peer_id} is already running")
-        return 1
-    peer = Devnet(root, _local_specs(root))[peer_id]
-    peer.start()
-    recorded.update({f"{peer_id}-{k}": v for k, v in peer.pids().items()})
-    (root / "pids.json").write_text(json.dumps(recorded, indent=2))
-    try:
-        peer.wait_healthy()
-    except (TimeoutError, RuntimeError, httpx.HTTPError) as exc:
-        print(f"{peer_id} failed to start: {exc}; logs in {root / 'logs'}", file=sys.stderr)
-        return 1
-    print(f"started {peer_id}: REST {peer.spec.url}, gRPC {peer.spec.grpc_address}")
-    return 0
-
-
-def _status(root: Path) -> int:
-    pids = _recorded_pids(root)
-    if pids is None:
-        return 1
-    for name, pid in sorted(pids.items()):
-        print(f"{name:22} pid {pid:>7}  {'running' if _alive(pid) else 'stopped'}")
-    return 0 if all(_alive(p) for p in pids.values()) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peerfind.devnet", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "stop", "start"])
-    parser.add_argument("--root", type=Path, default=REPO_ROOT / ".run" / "local")
-    parser.add_argument(
-        "--peer", choices=[f"peer{i}" for i in (1, 2, 3)], help="the peer to stop or start"
-    )
-    args = parser.parse_args(argv)
-    root = args.root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    if args.command in ("stop", "start") and args.peer is None:
-        parser.error(f"{args.command} needs --peer")
-    try:
-        if args.command == "stop":
-            return _stop_peer(root, args.peer)
-        if args.command == "start":
-            return _start_peer(root, args.peer)
-        return {"up": _up, "down": _down, "status": _status}[args.command](root)
-    except BrokenPipeError:  # output piped into `head` and closed early
-        sys.stderr.close()
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

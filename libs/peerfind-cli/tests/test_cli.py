@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+import peerfind_cli
 from peerfind import __version__
-from peerfind import cli as cli_module
 from peerfind.api import FailedPeer, FileInfo, SearchHit
-from peerfind.cli import app, main, parse_size
 from peerfind.config import DEFAULT_CHUNK_SIZE
+from peerfind_cli import _commands, app, main, parse_size
+from peerfind_devnet.fakes import Pki
 
 HitFactory = Callable[..., SearchHit]
 SCRIPT = Path(sys.executable).with_name("peerfind")
@@ -169,14 +170,14 @@ def test_peer_defaults_to_the_environment(dead_port: int) -> None:
 
 
 def test_default_peer() -> None:
-    assert cli_module.DEFAULT_PEER == "http://127.0.0.1:8001"
+    assert peerfind_cli.DEFAULT_PEER == "http://127.0.0.1:8001"
 
 
 def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli_module, "locate", broken)
+    monkeypatch.setattr(_commands, "locate", broken)
     result = invoke("download", "x.txt")
     assert result.exit_code == 1
     assert result.stderr == "peerfind: unexpected error: RuntimeError: boom second line\n"
@@ -186,7 +187,7 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     async def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_module, "locate", interrupted)
+    monkeypatch.setattr(_commands, "locate", interrupted)
     result = invoke("download", "x.txt")
     assert result.exit_code == 130
     assert result.stderr == "peerfind: interrupted\n"
@@ -199,7 +200,7 @@ def test_errors_outside_commands_are_one_line(
         work.close()
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(cli_module, "_run", broken)
+    monkeypatch.setattr(_commands, "run", broken)
     code, _, err = run_main(capsys, "health")
     assert code == 1
     assert err == "peerfind: unexpected error: OSError: disk on fire\n"
@@ -433,3 +434,47 @@ def test_search_query_is_never_read_as_markup(directory: Any, hit: HitFactory) -
     assert result.exit_code == 0
     assert "'[red]' via peer1" in result.stdout
     assert "[red]x" in result.stdout
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def tls_options(pki: Pki, *, client_cert: bool = True) -> list[str]:
+    options = ["--ca-file", str(pki.client.ca_file)]
+    if client_cert:
+        options += ["--cert-file", str(pki.client.cert_file)]
+        options += ["--key-file", str(pki.client.key_file)]
+    return options
+
+
+def test_the_ca_file_reaches_the_rest_client(https_directory: Any, pki: Pki) -> None:
+    result = invoke(*tls_options(pki), "health", "--peer", https_directory.url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["peer_id"] == "peer1"
+    result = invoke("health", "--peer", https_directory.url)  # the system's CAs
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, f"peerfind: cannot reach {https_directory.url}: ")
+
+
+async def test_the_client_certificate_reaches_the_transfer_client(
+    https_directory: Any, mtls_transfer: Any, hit: HitFactory, pki: Pki
+) -> None:
+    https_directory.state.hits = [hit("hello3.txt", "peer3", mtls_transfer.address)]
+    https_directory.advertise(mtls_transfer.address)
+    peer = ["--peer", https_directory.url, "--json"]
+    result = await invoke_async(*tls_options(pki), "download", "hello3.txt", *peer)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bytes"] == 6
+    to = ["--to", https_directory.url, "--size", "3000", "--json"]
+    result = await invoke_async(*tls_options(pki), "upload", *to)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verified"] is True
+    result = await invoke_async(*tls_options(pki, client_cert=False), "upload", *to)
+    assert result.exit_code == 1  # the server requires a client certificate
+    assert_one_error_line(result.stderr)
+
+
+def test_cert_file_needs_key_file(pki: Pki) -> None:
+    result = invoke("--cert-file", str(pki.client.cert_file), "health")
+    assert result.exit_code == 2
+    assert result.stderr == "peerfind: --cert-file and --key-file go together\n"

@@ -1,0 +1,351 @@
+"""The `peerfind` commands: thin, the work happens in `peerfind.client`.
+
+The root callback puts a `Settings` (the TLS files) on typer's context object;
+each command adds its `--peer` and `--json` to it and hands `tls=` to the client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.filesize import decimal as human_size
+from rich.table import Table
+from rich.text import Text
+
+from peerfind import __version__
+from peerfind.api import SearchHit, SearchRequest
+from peerfind.client import PeerClient, choose_owner, download_from, locate, upload_to
+from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from peerfind.errors import ClientError, InvalidNameError, describe_errors
+from peerfind.index import validate_file_name
+from peerfind.tls import TlsFiles
+from peerfind_cli._output import fail, print_json, progress, run, size_option, stdout_console, when
+from peerfind_cli._settings import DEFAULT_PEER, EXIT_USAGE, PEER_ENV, Settings, for_command
+
+__all__ = ["app"]
+
+_T = TypeVar("_T")
+
+app = typer.Typer(
+    name="peerfind",
+    help="Locate files across peerfind peers and test transfers with their owners.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+PeerOption = Annotated[
+    str,
+    typer.Option(
+        "--peer",
+        envvar=PEER_ENV,
+        metavar="URL",
+        help=f"REST URL of the peer to ask (env {PEER_ENV}).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FanoutOption = Annotated[
+    int | None,
+    typer.Option("--fanout", min=0, metavar="N", help="Peers each hop forwards to."),
+]
+TimeoutOption = Annotated[
+    int | None,
+    typer.Option("--timeout-ms", min=1, metavar="MS", help="Search deadline in milliseconds."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"peerfind {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PEERFIND_CA_FILE",
+            help="PEM CA for peers that serve TLS (HTTPS and gRPC).",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PEERFIND_CERT_FILE",
+            help="PEM client certificate for gRPC mutual TLS.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PEERFIND_KEY_FILE",
+            help="PEM key of --cert-file.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+) -> None:
+    """Locate files across peerfind peers and test transfers with their owners."""
+    if (cert_file is None) != (key_file is None):
+        fail("--cert-file and --key-file go together", EXIT_USAGE)
+    tls = TlsFiles(ca_file, cert_file, key_file)
+    ctx.obj = Settings(tls=tls if tls.enabled else None)
+
+
+@app.command()
+def health(
+    ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False
+) -> None:
+    """Show a peer's status: index, transfer service, peers known."""
+    settings = for_command(ctx, peer, as_json)
+    result = run(_call(settings, lambda c: c.health()))
+    if settings.as_json:
+        print_json(result.model_dump_json(indent=2))
+        return
+    table = Table(title=Text(f"{result.peer_id} at {result.url}"), show_header=False)
+    index, transfer = result.index, result.transfer
+    rows = [
+        ("status", result.status),
+        ("version", result.version),
+        ("uptime", f"{result.uptime_s:.0f} s"),
+        ("gRPC address", result.grpc_address),
+        ("peers known", str(result.peers)),
+        ("index", f"{index.files} files, {human_size(index.bytes)}"),
+        ("index available", "yes" if index.available else "no"),
+        ("index stale", "yes" if index.stale else "no"),
+        ("last scan", when(index.last_scan_at)),
+        ("transfer", f"{transfer.address} ({'serving' if transfer.serving else 'NOT serving'})"),
+    ]
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    stdout_console().print(table)
+
+
+@app.command()
+def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
+    """List the peers a peer knows."""
+    settings = for_command(ctx, peer, as_json)
+    result = run(_call(settings, lambda c: c.peers()))
+    if settings.as_json:
+        print_json(result.model_dump_json(indent=2))
+        return
+    table = Table(title=Text(f"peers known to {result.peer_id}"))
+    for column in ("peer", "state", "REST URL", "gRPC address", "last seen (UTC)", "friend"):
+        table.add_column(column)
+    for info in result.peers:
+        table.add_row(
+            Text(info.peer_id),
+            Text(info.state),
+            Text(info.url),
+            Text(info.grpc_address or "-"),
+            when(info.last_seen),
+            "yes" if info.friend else "",
+        )
+    console = stdout_console()
+    console.print(table)
+    console.print(f"{len(result.peers)} peer(s)")
+
+
+@app.command()
+def files(
+    ctx: typer.Context,
+    peer: PeerOption = DEFAULT_PEER,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, metavar="N", help="Files per page.")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", metavar="PATH", help="Start after this path.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List one page of a peer's shared files."""
+    settings = for_command(ctx, peer, as_json)
+    result = run(_call(settings, lambda c: c.files(limit=limit, after=after)))
+    if settings.as_json:
+        print_json(result.model_dump_json(indent=2))
+        return
+    table = Table(title=Text(f"files shared by {result.peer_id}"))
+    table.add_column("name")
+    table.add_column("path")
+    table.add_column("size", justify="right")
+    table.add_column("modified (UTC)")
+    for info in result.files:
+        table.add_row(Text(info.name), Text(info.path), human_size(info.size), when(info.mtime))
+    console = stdout_console()
+    console.print(table)
+    console.print(f"{len(result.files)} of {result.total} file(s)")
+    if result.next_after is not None:
+        console.print(Text(f"more: --after {json.dumps(result.next_after)}"))
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="Text to find in file names.")],
+    peer: PeerOption = DEFAULT_PEER,
+    fanout: FanoutOption = None,
+    timeout_ms: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search file names through a peer and the peers it reaches."""
+    try:  # the one model of a search request: what the peer would refuse, refused here
+        SearchRequest(query=query, fanout=fanout, timeout_ms=timeout_ms)
+    except ValidationError as exc:
+        fail(f"invalid search: {describe_errors(exc.errors())}", EXIT_USAGE)
+    settings = for_command(ctx, peer, as_json)
+    result = run(_call(settings, lambda c: c.search(query, fanout=fanout, timeout_ms=timeout_ms)))
+    if settings.as_json:
+        print_json(result.model_dump_json(indent=2))
+        return
+    table = Table(title=Text(f"{query!r} via {result.peer_id}"))
+    table.add_column("name")
+    table.add_column("size", justify="right")
+    table.add_column("owner")
+    table.add_column("gRPC address")
+    for hit in result.hits:
+        table.add_row(
+            Text(hit.name), human_size(hit.size), Text(hit.peer_id), Text(hit.grpc_address)
+        )
+    console = stdout_console()
+    console.print(table)
+    answered = len(result.peers_answered)
+    line = f"{len(result.hits)} hit(s) from {answered} peer(s) in {result.took_ms:.0f} ms"
+    if result.truncated:
+        line += " (truncated)"
+    console.print(Text(line))
+    if result.partial:
+        failed = ", ".join(f"{f.peer_id} ({f.error})" for f in result.peers_failed)
+        console.print(Text(f"partial: {failed or 'the deadline cut the search'}"))
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Exact file name, as /search lists it.")],
+    peer: PeerOption = DEFAULT_PEER,
+    fanout: FanoutOption = None,
+    timeout_ms: TimeoutOption = None,
+    chunk_size: Annotated[
+        str,
+        typer.Option("--chunk-size", metavar="BYTES", help="Bytes per chunk; 0: server default."),
+    ] = "0",
+    from_peer: Annotated[
+        str | None,
+        typer.Option("--from-peer", metavar="PEER_ID", help="Download from this owner."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Locate NAME through any peer, then stream it from its owner over gRPC."""
+    try:
+        validate_file_name(name)
+    except InvalidNameError as exc:
+        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE)
+    settings = for_command(ctx, peer, as_json)
+    chunk = size_option(chunk_size, "--chunk-size", minimum=0, maximum=MAX_CHUNK_SIZE)
+    hits = run(locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls))
+    owner = _pick(hits, from_peer)
+    with progress(name, owner.size, enabled=not settings.as_json) as on_chunk:
+        work = download_from(
+            owner.grpc_address, name, chunk_size=chunk, on_chunk=on_chunk, tls=settings.tls
+        )
+        result = run(work)
+    if settings.as_json:
+        summary = asdict(result) | {
+            "peer_id": owner.peer_id,
+            "expected_bytes": owner.size,
+            "mb_per_s": round(result.mb_per_s, 3),
+        }
+        print_json(json.dumps(summary, indent=2))
+        return
+    line = (
+        f"downloaded {result.name} from {owner.peer_id} ({result.address}): "
+        f"{result.bytes} bytes in {result.chunks} chunks, "
+        f"{result.seconds:.2f} s, {result.mb_per_s:.2f} MB/s"
+    )
+    if result.bytes != owner.size:
+        line += f" (the index listed {owner.size} bytes)"
+    print(line, flush=True)
+
+
+@app.command()
+def upload(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", metavar="PEER", help="gRPC HOST:PORT, or a peer's REST URL (http://...)."
+        ),
+    ],
+    size: Annotated[
+        str, typer.Option("--size", metavar="BYTES", help="Bytes to send: 1048576, 10MiB, 1GB.")
+    ],
+    chunk_size: Annotated[
+        str, typer.Option("--chunk-size", metavar="BYTES", help="Bytes per chunk.")
+    ] = str(DEFAULT_CHUNK_SIZE),
+    name: Annotated[
+        str, typer.Option("--name", metavar="LABEL", help="Label sent on the first chunk.")
+    ] = "peerfind-cli",
+    as_json: JsonOption = False,
+) -> None:
+    """Send synthetic bytes to a peer (DummyUpload) and verify its checksum."""
+    settings = for_command(ctx, as_json=as_json)
+    total = size_option(size, "--size", minimum=0)
+    chunk = size_option(chunk_size, "--chunk-size", minimum=1, maximum=MAX_CHUNK_SIZE)
+    with progress(name or "upload", total, enabled=not settings.as_json) as on_chunk:
+        work = upload_to(
+            to, total, chunk_size=chunk, name=name, on_chunk=on_chunk, tls=settings.tls
+        )
+        result = run(work)
+    receipt = result.receipt
+    if settings.as_json:
+        summary = asdict(result) | {
+            "verified": result.verified,
+            "mb_per_s": round(result.mb_per_s, 3),
+        }
+        print_json(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"uploaded {result.bytes_sent} bytes to {result.address} "
+            f"in {result.chunks_sent} chunks, {result.seconds:.2f} s, "
+            f"{result.mb_per_s:.2f} MB/s; peer received {receipt.bytes_received} bytes, "
+            f"checksum {result.checksum} verified: {'yes' if result.verified else 'no'}",
+            flush=True,
+        )
+    if not result.verified:
+        fail(
+            f"checksum mismatch: sent {result.bytes_sent} bytes ({result.checksum}), "
+            f"peer counted {receipt.bytes_received} ({receipt.checksum or 'no checksum'})"
+        )
+    if not receipt.ok:
+        fail(f"peer reported a failed upload: {receipt.message or 'no reason given'}")
+
+
+async def _call(settings: Settings, request: Callable[[PeerClient], Coroutine[Any, Any, _T]]) -> _T:
+    async with PeerClient(settings.peer, tls=settings.tls) as client:
+        return await request(client)
+
+
+def _pick(hits: list[SearchHit], from_peer: str | None) -> SearchHit:
+    try:
+        return choose_owner(hits, from_peer)
+    except ClientError as exc:
+        fail(str(exc))

@@ -1,0 +1,71 @@
+"""What a transfer reports: typed results of DummyDownload and DummyUpload."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["ChunkCallback", "DownloadResult", "UploadReceipt", "UploadResult"]
+
+ChunkCallback = Callable[[int], object]
+"""Called with the byte count of each chunk received or sent (progress bars)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """What one DummyDownload streamed."""
+
+    name: str
+    bytes: int
+    chunks: int
+    seconds: float
+    address: str
+    offset: int = 0
+
+    @property
+    def mb_per_s(self) -> float:
+        """Throughput in decimal megabytes per second."""
+        return _mb_per_s(self.bytes, self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReceipt:
+    """The server's `UploadStatus`, typed."""
+
+    ok: bool
+    bytes_received: int
+    chunks: int
+    checksum: str
+    message: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """What one DummyUpload sent, and what the server says it received."""
+
+    address: str
+    name: str
+    bytes_sent: int
+    chunks_sent: int
+    seconds: float
+    checksum: str
+    """crc32 of every byte sent, in the server's format: `crc32:<8 hex digits>`."""
+    receipt: UploadReceipt
+
+    @property
+    def verified(self) -> bool:
+        """The server received every byte and its checksum matches ours."""
+        return (
+            self.receipt.checksum.lower() == self.checksum
+            and self.receipt.bytes_received == self.bytes_sent
+        )
+
+    @property
+    def mb_per_s(self) -> float:
+        """Throughput in decimal megabytes per second."""
+        return _mb_per_s(self.bytes_sent, self.seconds)
+
+
+def _mb_per_s(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6 if seconds > 0 else 0.0
