@@ -37,8 +37,7 @@ lint: install lint-containers ## ruff (lint + format check), mypy, and the conta
 	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src \
 		scripts sim
 
-DOCKERFILES := services/directory/Dockerfile services/transfer/Dockerfile \
-               services/indexer/Dockerfile deploy/compose/prometheus/Dockerfile
+DOCKERFILES := services/Dockerfile deploy/compose/prometheus/Dockerfile
 
 lint-containers: install ## hadolint on every Dockerfile, `docker compose config` on the stack
 	$(VENV)/bin/hadolint --failure-threshold info $(DOCKERFILES)
