@@ -35,7 +35,7 @@ lint: install lint-containers ## ruff (lint + format check), mypy, and the conta
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/peerfind/src services/directory/src services/transfer/src services/indexer/src \
-		scripts sim
+		scripts sim deploy/compose
 
 DOCKERFILES := services/Dockerfile deploy/compose/prometheus/Dockerfile
 
