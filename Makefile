@@ -35,10 +35,9 @@ lint: install lint-containers ## ruff (lint + format check), mypy, and the conta
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/peerfind/src libs/peerfind-cli/src libs/peerfind-devnet/src \
-		services/directory/src services/transfer/src services/indexer/src scripts sim
+		services/directory/src services/transfer/src services/indexer/src scripts sim deploy/compose
 
-DOCKERFILES := services/directory/Dockerfile services/transfer/Dockerfile \
-               services/indexer/Dockerfile deploy/compose/prometheus/Dockerfile
+DOCKERFILES := services/Dockerfile deploy/compose/prometheus/Dockerfile
 
 lint-containers: install ## hadolint on every Dockerfile, `docker compose config` on the stack
 	$(VENV)/bin/hadolint --failure-threshold info $(DOCKERFILES)

@@ -28,11 +28,9 @@ COMPOSE_DIR = REPO_ROOT / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 COMPOSE_BIN = Path(sys.executable).parent / "docker-compose"
 PEERS = ["peer1", "peer2", "peer3"]
-SERVICE_DOCKERFILES = {
-    name: REPO_ROOT / "services" / name / "Dockerfile"
-    for name in ("directory", "transfer", "indexer")
-}
-ALL_DOCKERFILES = [*SERVICE_DOCKERFILES.values(), COMPOSE_DIR / "prometheus" / "Dockerfile"]
+SERVICES = ("directory", "transfer", "indexer")
+SERVICE_DOCKERFILE = REPO_ROOT / "services" / "Dockerfile"
+ALL_DOCKERFILES = [SERVICE_DOCKERFILE, COMPOSE_DIR / "prometheus" / "Dockerfile"]
 
 
 def compose_config(*profiles: str, extra: Path | None = None) -> dict[str, Any]:
@@ -224,19 +222,51 @@ def test_dockerfiles_run_unprivileged_with_a_healthcheck(dockerfile: Path) -> No
     users = re.findall(r"^USER (\d+):(\d+)$", text, re.M)
     assert users and users[-1] != ("0", "0"), "the last USER must be a numeric non-root uid"
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[", text, re.M)
-    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}( AS \w+)?$", text, re.M)
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
 
 
-@pytest.mark.parametrize("service", SERVICE_DOCKERFILES)
-def test_service_images_build_from_the_lock_and_run_like_local_mode(service: str) -> None:
-    text = SERVICE_DOCKERFILES[service].read_text()
-    assert re.search(rf"uv sync --frozen .*--package peerfind-{service}$", text, re.M)
-    assert f'ENTRYPOINT ["peerfind-{service}"]' in text
-    assert f'CMD ["peerfind-{service}", "--check"]' in text
-    assert "PYTHONUNBUFFERED=1" in text
+def dockerfile_stages(path: Path) -> dict[str, str]:
+    """Stage name (or the base of an unnamed stage) -> the stage's text."""
+    stages: dict[str, str] = {}
+    for part in re.split(r"^(?=FROM )", path.read_text(), flags=re.M)[1:]:
+        words = part.split(maxsplit=3)
+        name = words[3].split()[0] if words[2:3] == ["AS"] else words[1]
+        stages[name] = part
+    return stages
+
+
+def test_service_images_build_from_the_lock_and_run_like_local_mode() -> None:
+    stages = dockerfile_stages(SERVICE_DOCKERFILE)
+    builder = stages["builder"]
+    assert re.search(r'uv sync --frozen .*--package "peerfind-\$\{SERVICE\}"$', builder, re.M)
+    assert "COPY services/${SERVICE}/src services/${SERVICE}/src" in builder
+    runtime = stages["runtime"]
+    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    assert "PYTHONUNBUFFERED=1" in runtime
     for key, value in PERF_ENV.items():
-        assert f"{key}={value}" in text
+        assert f"{key}={value}" in runtime
+    # The image is the stage SERVICE names: one per service, on the shared runtime.
+    assert list(stages)[-1] == "${SERVICE}"
+    for service in SERVICES:
+        stage = stages[service]
+        assert stage.startswith(f"FROM runtime AS {service}\n")
+        assert f'ENTRYPOINT ["peerfind-{service}"]' in stage
+        assert f'CMD ["peerfind-{service}", "--check"]' in stage
+        assert re.search(r"^EXPOSE \d+", stage, re.M)
+
+
+def test_compose_builds_each_service_from_the_one_dockerfile(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        if name == "prometheus":
+            continue
+        kind = name.rpartition("-")[2]
+        assert kind in SERVICES
+        assert Path(service["build"]["context"]) == REPO_ROOT
+        assert service["build"]["dockerfile"] == "services/Dockerfile"
+        assert service["build"]["args"] == {"SERVICE": kind}
+        assert service["image"] == f"peerfind/{kind}:0.1.0"
+        assert service["healthcheck"]["test"] == ["CMD", f"peerfind-{kind}", "--check"]
 
 
 def test_grafana_gets_the_provisioning_and_dashboards_the_files_expect() -> None:
@@ -255,26 +285,6 @@ def test_grafana_gets_the_provisioning_and_dashboards_the_files_expect() -> None
     )
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     assert set(grafana["networks"]) & set(compose_config()["services"]["prometheus"]["networks"])
-
-
-def test_the_three_service_dockerfiles_stay_in_step() -> None:
-    """Docker has no include: the three files are one template, kept identical here
-    (only the service name, its one-line description and its ports may differ)."""
-
-    def template(service: str) -> list[str]:
-        lines = []
-        for line in SERVICE_DOCKERFILES[service].read_text().splitlines():
-            if line.startswith(("# peerfind-", "EXPOSE ")):
-                continue
-            # Every file copies all members' pyproject.toml (uv needs the workspace).
-            if not re.fullmatch(r"COPY services/\w+/pyproject.toml services/\w+/", line):
-                line = line.replace(service, "SERVICE")
-            lines.append(line)
-        return lines
-
-    directory = template("directory")
-    assert template("transfer") == directory
-    assert template("indexer") == directory
 
 
 def test_the_fourth_peer_example_extends_the_stack_like_local_mode(

@@ -126,6 +126,18 @@ def test_compose_ps_json_in_both_shapes(stack: ModuleType) -> None:
     assert stack._ps(Engine("")) == []
 
 
+def test_wait_until_answers_true_when_done_and_false_past_the_timeout(stack: ModuleType) -> None:
+    asked: list[int] = []
+
+    def third_time() -> bool:
+        asked.append(1)
+        return len(asked) == 3
+
+    assert stack.wait_until(third_time, 5.0, 0.001)
+    assert len(asked) == 3
+    assert not stack.wait_until(lambda: False, 0.02, 0.005)
+
+
 def test_docker_host_of_our_own_podman_is_not_taken_for_docker(
     stack: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:

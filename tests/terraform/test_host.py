@@ -71,6 +71,7 @@ def test_host_compose_reuses_the_compose_services() -> None:
         assert service["image"] == f"peerfind/{name}:0.1.0"
         assert Path(service["build"]["context"]) == REPO
         assert service["build"]["dockerfile"] == base[name]["build"]["dockerfile"]
+        assert service["build"].get("args") == base[name]["build"].get("args")
         assert service["read_only"] is True
         assert service["cap_drop"] == ["ALL"]
         assert service["healthcheck"]["test"] == base[name]["healthcheck"]["test"]

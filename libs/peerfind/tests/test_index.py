@@ -136,7 +136,8 @@ def test_valid_names(name: str) -> None:
 
 
 def test_try_search_gives_up_past_its_budget_and_the_reader_stays_usable(db: Path) -> None:
-    """The directory runs searches on its event loop for ~1 ms; a slower one is abandoned
+    """The directory runs searches on its event loop within a budget
+    (`directory.node.INLINE_SEARCH_BUDGET_S`); a slower one is abandoned
     (None) and run again on a thread. Abandoning must not break the connection."""
     IndexWriter(db).replace_all([entry(f"dir{i % 50}/file{i:06d}.txt") for i in range(30_000)])
     reader = IndexReader(db)

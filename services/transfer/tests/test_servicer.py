@@ -343,9 +343,8 @@ async def test_upload_of_a_chunk_that_is_not_a_file_chunk_is_invalid_argument(
 
         err = await rpc_error(upload(chunks()))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert err.details() == (
-            "chunk 2 is not a valid FileChunk: length-delimited field runs past the end"
-        )
+        # The reason after the colon is the protobuf runtime's.
+        assert (err.details() or "").startswith("chunk 2 is not a valid FileChunk: ")
         # The service goes on: the next upload on the same channel is fine.
         status = await upload(_aiter([good, good]))
     assert (status.bytes_received, status.name) == (6, "x")

@@ -3,9 +3,9 @@
     crc = crc32(data, crc)
 
 zlib-ng's crc32 when it is installed (the transfer service depends on it), else
-zlib's: the same CRC-32, faster. Measured here (docs/benchmarks.md): zlib's runs at
-~3.6 GB/s and was the largest cost of DummyUpload on both ends; zlib-ng's (SIMD) at
-~45 GB/s.
+zlib's: the same CRC-32, an order of magnitude faster (SIMD); zlib's was the largest
+cost of DummyUpload on both ends (docs/benchmarks.md, "DummyUpload: crc32 was the
+server's largest cost").
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from peerfind.errors import IndexUnavailable, InvalidNameError
 
@@ -70,9 +71,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 _COLUMNS = "f.path, f.name, f.size, f.mtime"
 
 
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    """One shared file as the index knows it."""
+class FileEntry(NamedTuple):
+    """One shared file as the index knows it (a scan makes one per file)."""
 
     path: str
     name: str

@@ -32,7 +32,8 @@ _M = TypeVar("_M", bound=MetricWrapperBase)
 
 class Children(Generic[_M]):
     """A labelled metric's children, each looked up once: `labels()` validates and
-    locks on every call (~5 us), a dict hit costs ~0.1 us. For hot paths only, and
+    locks on every call, a dict hit does not; it showed in a search's CPU
+    (docs/benchmarks.md, "Search at one client, part 2"). For hot paths only, and
     only with label values from a small fixed set (never raw client input).
 
         REQUESTS = Children(HTTP_REQUESTS)

@@ -119,34 +119,6 @@ def is_readable(path: str, st: os.stat_result) -> bool:
     return bool(granted) or os.access(path, os.R_OK)
 
 
-def _entry_factory() -> Callable[[str, str, int, float], FileEntry]:
-    """A constructor for FileEntry that skips the frozen-dataclass `__init__`.
-
-    That `__init__` sets each field through `object.__setattr__` and costs about as
-    much as the lstat of the file; the slot descriptors set the same four fields in
-    half the time, which keeps a full scan near a bare scandir + stat walk. Falls
-    back to the class itself if FileEntry ever stops being a four-slot class.
-    """
-    fields = ("path", "name", "size", "mtime")
-    if getattr(FileEntry, "__slots__", None) != fields:
-        return FileEntry
-    new = object.__new__
-    set_path, set_name, set_size, set_mtime = (vars(FileEntry)[f].__set__ for f in fields)
-
-    def make(path: str, name: str, size: int, mtime: float) -> FileEntry:
-        entry: FileEntry = new(FileEntry)
-        set_path(entry, path)
-        set_name(entry, name)
-        set_size(entry, size)
-        set_mtime(entry, mtime)
-        return entry
-
-    return make
-
-
-_new_entry = _entry_factory()
-
-
 def _storable(text: str) -> bool:
     """Whether `text` encodes to UTF-8 (names from undecodable bytes carry surrogates)."""
     if text.isascii():
@@ -197,7 +169,6 @@ class Scanner:
         entries: list[FileEntry] = []
         skipped: list[Skipped] = []
         add = entries.append
-        new_entry = _new_entry
         top = self._prefix + subdir if subdir else self.root
         stack: list[tuple[str, str]] = [(top, subdir + "/" if subdir else "")]
         while stack:
@@ -218,7 +189,7 @@ class Scanner:
                             elif entry.is_file(follow_symlinks=False):
                                 st = entry.stat(follow_symlinks=False)
                                 if readable(entry.path, st):
-                                    add(new_entry(path, name, st.st_size, st.st_mtime))
+                                    add(FileEntry(path, name, st.st_size, st.st_mtime))
                                 else:
                                     skipped.append(
                                         Skipped(path, SkipReason.UNREADABLE, "not readable")

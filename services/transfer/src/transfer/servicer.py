@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from peerfind.checksum import crc32
 from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.errors import IndexUnavailable, InvalidNameError
 from peerfind.index import FileEntry, IndexReader, validate_file_name
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
-from peerfind.wire import WireError, read_file_chunk
 from transfer import metrics
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "UPLOAD",
     "FileTransferServicer",
     "RpcFailure",
-    "add_to_server",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ _DEADLINE_SLACK_S = 0.1
 
 _T = TypeVar("_T")
 DownloadContext = grpc.aio.ServicerContext[transfer_pb2.FileRequest, transfer_pb2.FileChunk]
-UploadContext = grpc.aio.ServicerContext[bytes, transfer_pb2.UploadStatus]
+UploadContext = grpc.aio.ServicerContext[transfer_pb2.FileChunk, transfer_pb2.UploadStatus]
 
 
 class RpcFailure(Exception):
@@ -118,13 +117,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         await self._run(DOWNLOAD, context, work)
 
     async def DummyUpload(
-        self, request_iterator: AsyncIterator[bytes], context: UploadContext
+        self, request_iterator: AsyncIterator[transfer_pb2.FileChunk], context: UploadContext
     ) -> transfer_pb2.UploadStatus:
-        """Count and crc32 every chunk received; store nothing.
-
-        Chunks arrive as their wire bytes (`add_to_server`) and are read with
-        `peerfind.wire`: the payload is checksummed where gRPC left it, not copied.
-        """
+        """Count and crc32 every chunk received; store nothing."""
 
         async def work(progress: _Progress) -> transfer_pb2.UploadStatus:
             return await self._upload(request_iterator, context, progress)
@@ -214,8 +209,8 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
 
     def _lookup(self, name: str) -> FileEntry:
         # Called on the event loop, not through asyncio.to_thread: an indexed point
-        # query measured ~9 us on a 100k-file index, a thread hop ~85 us. Readers
-        # never wait for the writer (WAL), so this does not block the loop.
+        # query costs a fraction of a thread hop (docs/benchmarks.md, "Index scan,
+        # query, freshness, memory"). Readers never wait for the writer (WAL).
         peer = self._settings.peer_id
         try:
             entry = self._index.lookup(name)
@@ -281,7 +276,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
 
     async def _upload(
         self,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[transfer_pb2.FileChunk],
         context: UploadContext,
         progress: _Progress,
     ) -> transfer_pb2.UploadStatus:
@@ -291,14 +286,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         count = 0
         name = ""
         try:
-            async for raw in chunks:
-                try:
-                    chunk = read_file_chunk(raw)
-                except WireError as exc:
-                    raise RpcFailure(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"chunk {count + 1} is not a valid FileChunk: {exc}",
-                    ) from None
+            # grpc.aio parses each chunk as the stream is read: a malformed one
+            # raises DecodeError from the iteration itself.
+            async for chunk in chunks:
                 data = chunk.data
                 if count == 0:
                     name = chunk.name
@@ -310,14 +300,20 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                         f"upload exceeds the cap of {cap} bytes (max_upload_bytes)",
                     )
                 crc = crc32(data, crc)
+        except DecodeError as exc:
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"chunk {count + 1} is not a valid FileChunk: {exc}",
+            ) from None
         finally:
             progress.bytes = received
             progress.chunks = count
         # grpc.aio ends the request stream the same way whether the client
         # half-closed or cancelled, and gives no way to tell them apart here. The
         # cancellation of this task follows the end of the stream, nearly always
-        # (~99% measured) within one loop iteration: yield once so that it lands
-        # (CancelledError, recorded as CANCELLED). A later one is recorded as OK.
+        # within one loop iteration: yield once so that it lands (CancelledError,
+        # recorded as CANCELLED). A later one is recorded as OK (the cancel test
+        # accepts either).
         await asyncio.sleep(0)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:  # the stream ended by the deadline
@@ -330,23 +326,3 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             name=name,
             message=f"received {received} bytes in {count} chunks; nothing was stored",
         )
-
-
-def add_to_server(servicer: FileTransferServicer, server: grpc.aio.Server) -> None:
-    """Register `servicer` as the generated code does, but DummyUpload takes each
-    chunk as its wire bytes (no request deserializer): see `peerfind.wire`."""
-    handlers = {
-        DOWNLOAD: grpc.unary_stream_rpc_method_handler(
-            servicer.DummyDownload,
-            request_deserializer=transfer_pb2.FileRequest.FromString,
-            response_serializer=transfer_pb2.FileChunk.SerializeToString,
-        ),
-        UPLOAD: grpc.stream_unary_rpc_method_handler(
-            servicer.DummyUpload,
-            request_deserializer=None,
-            response_serializer=transfer_pb2.UploadStatus.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    # grpc-stubs does not know this newer method (what the generated code calls too).
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]

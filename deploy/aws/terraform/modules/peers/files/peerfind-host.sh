@@ -19,7 +19,7 @@ readonly REPO_DIR=/opt/peerfind
 readonly COMPOSE_FILE=$REPO_DIR/deploy/aws/host/compose.yaml
 readonly SHARED_DIR=/srv/peerfind/shared
 readonly IMDS=http://169.254.169.254/latest
-# The services run as uid/gid 10001 (services/*/Dockerfile): they read peer.json by group.
+# The services run as uid/gid 10001 (services/Dockerfile): they read peer.json by group.
 readonly CONTAINER_GID=10001
 
 log() { printf 'peerfind-host: %s\n' "$*" >&2; }
