@@ -62,6 +62,7 @@ bench: install ## Benchmarks against same-run baselines; writes bench/results/la
 
 sim: install ## Simulate 1,000 and 10,000 peers running our search code; writes sim/results/
 	$(PY) -m sim $(SIM_ARGS)
+	$(PY) -m sim.report
 
 local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
 	$(PY) -m peerfind_devnet up --root $(LOCAL_ROOT)

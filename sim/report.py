@@ -37,7 +37,7 @@ def _row(cells: list[Any]) -> str:
 def _runs_table(runs: list[dict[str, Any]]) -> str:
     head = [
         "peers", "topology", "replication", "popularity", "churn", "fanout", "ttl",
-        "success", "recall", "messages/query", "bytes/query", "first hit p50 ms",
+        "peers reached", "success", "recall", "messages/query", "bytes/query", "first hit p50 ms",
         "answer p50 / p99 ms", "duplicates", "lost to deadline/query", "peer load p99 / max",
     ]  # fmt: skip
     lines = [_row(head), _row(["---"] * len(head))]
@@ -96,6 +96,29 @@ def _meta(meta: dict[str, Any]) -> str:
     )
 
 
+def _verdict(grid: list[dict[str, Any]]) -> str:
+    if not grid:
+        return "No grid in this run."
+    peers = grid[0]["peers"]
+    met = [r for r in grid if r["success_rate"] >= 0.95]
+    if not met:
+        best = max(grid, key=lambda r: r["success_rate"])
+        return (
+            f"At {peers:,} peers no (fanout, ttl) pair the clamps allow reaches 95% success; "
+            f"the best is fanout {best['fanout']}, ttl {best['ttl']}: "
+            f"{_pct(best['success_rate'])} at {best['messages_per_query']:,.0f} messages per query."
+        )
+    cheapest = min(met, key=lambda r: r["messages_per_query"])
+    pairs = ", ".join(f"fanout {r['fanout']} / ttl {r['ttl']}" for r in met)
+    return (
+        f"At {peers:,} peers, the pairs that reach 95% success are: {pairs}. The cheapest, "
+        f"fanout {cheapest['fanout']} / ttl {cheapest['ttl']}, costs "
+        f"{cheapest['messages_per_query']:,.0f} messages and "
+        f"{cheapest['bytes_per_query'] / 1000:,.0f} kB per query and reaches "
+        f"{cheapest['reach_mean']:,.0f} peers; recall is {_pct(cheapest['recall'])}."
+    )
+
+
 def tables(result: dict[str, Any]) -> dict[str, str]:
     runs = result["runs"]
     defaults = [r for r in runs if r["group"] == "defaults"]
@@ -106,6 +129,7 @@ def tables(result: dict[str, Any]) -> dict[str, str]:
         "sim-defaults": _runs_table(defaults),
         "sim-workloads": _runs_table(workloads),
         "sim-grid": _runs_table(grid),
+        "sim-verdict": _verdict(grid),
         "sim-worlds": _worlds_table(result["worlds"]),
     }
 

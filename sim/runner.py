@@ -84,6 +84,7 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
     first_hits: list[float] = []
     messages = request_bytes = answer_bytes = duplicates = requests = lost = 0
     hops: list[int] = []
+    reached: list[int] = []
     partial = 0
     for q in range(case.queries):
         if case.churn and q % per_epoch == 0:
@@ -110,6 +111,7 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         duplicates += tally.duplicates
         lost += tally.lost_to_deadline
         hops.append(tally.max_hops)
+        reached.append(len(answer.peers_answered))
         partial += answer.partial
     net.down = set()
     loads = [p.counters.handled for p in net.peers]
@@ -135,6 +137,8 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         "first_hit_p50_ms": round(_quantile(first_hits, 0.5) * 1000, 1) if first_hits else None,
         "p50_ms": round(_quantile(times, 0.5) * 1000, 1),
         "p99_ms": round(_quantile(times, 0.99) * 1000, 1),
+        "reach_mean": round(statistics.fmean(reached), 1),
+        "reach_share": round(statistics.fmean(reached) / n, 5),
         "hops_mean": round(statistics.fmean(hops), 2),
         "hops_max": max(hops, default=0),
         "lost_to_deadline_per_query": round(lost / queries, 3),

@@ -41,3 +41,9 @@ def test_bad_arguments_are_one_line_errors(capsys) -> None:  # type: ignore[no-u
         main(["--peers", "ten"])
     assert info.value.code == 2
     assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_docs_scale_shows_the_committed_results() -> None:
+    from sim import report
+
+    assert report.main(["--check"]) == 0, "run `python -m sim.report` after `make sim`"

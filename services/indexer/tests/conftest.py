@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import peerfind_devnet as devnet
 from peerfind.config import PeerSettings
 
 DEADLINE_S = 10.0
@@ -56,17 +55,10 @@ Condition = Callable[[], object]
 
 @pytest.fixture
 def eventually() -> Callable[..., Awaitable[Any]]:
-    """`await eventually(cond)`: poll `cond` every 20 ms until truthy (returned) or 10 s."""
+    """`await eventually(cond)`: poll `cond` until truthy (returned) or 10 s."""
 
     async def wait(cond: Condition, within: float = DEADLINE_S, what: str = "") -> Any:
-        deadline = time.monotonic() + within
-        while True:
-            value = cond()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not true within {within} s: {what or cond}")
-            await asyncio.sleep(POLL_S)
+        return await devnet.eventually(cond, within, POLL_S, what or repr(cond))
 
     return wait
 
@@ -76,13 +68,6 @@ def eventually_sync() -> Callable[..., Any]:
     """The blocking twin of `eventually`, for tests that drive subprocesses."""
 
     def wait(cond: Condition, within: float = DEADLINE_S, what: str = "") -> Any:
-        deadline = time.monotonic() + within
-        while True:
-            value = cond()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not true within {within} s: {what or cond}")
-            time.sleep(POLL_S)
+        return devnet.wait_for(cond, within, POLL_S, what or repr(cond))
 
     return wait

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from peerfind.config import PeerSettings
 from peerfind.index import FileEntry, IndexWriter
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+from peerfind_devnet import eventually
 from transfer.server import MAX_MESSAGE_BYTES, TransferServer, start_server
 
 MiB = 1024 * 1024
@@ -60,12 +59,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> PeerSettings:
 
 
 async def _wait_for(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
-    """Poll `predicate` until it holds; fail the test after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
+    """Poll `predicate` until it holds; TimeoutError after `within` seconds."""
+    await eventually(predicate, within, 0.01, what or repr(predicate))
 
 
 @dataclass

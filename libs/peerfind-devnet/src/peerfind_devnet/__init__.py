@@ -23,7 +23,7 @@ from peerfind_devnet._peers import (
     local_specs,
     standard_specs,
 )
-from peerfind_devnet._wait import DEFAULT_DEADLINE_S, accepts, free_port, wait_for
+from peerfind_devnet._wait import DEFAULT_DEADLINE_S, accepts, eventually, free_port, wait_for
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -34,6 +34,7 @@ __all__ = [
     "PeerProcesses",
     "PeerSpec",
     "accepts",
+    "eventually",
     "free_port",
     "local_specs",
     "standard_specs",

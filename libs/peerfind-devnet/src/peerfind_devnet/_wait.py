@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["DEFAULT_DEADLINE_S", "accepts", "free_port", "wait_for"]
+__all__ = ["DEFAULT_DEADLINE_S", "accepts", "eventually", "free_port", "wait_for"]
 
 DEFAULT_DEADLINE_S = 30.0
 
@@ -28,6 +30,11 @@ def accepts(host: str, port: int) -> bool:
         return False
 
 
+def _timed_out(deadline_s: float, what: str, last_error: Exception | None) -> TimeoutError:
+    hint = f" (last error: {last_error})" if last_error else ""
+    return TimeoutError(f"timed out after {deadline_s:g} s waiting for {what}{hint}")
+
+
 def wait_for(
     condition: Callable[[], Any],
     deadline_s: float = DEFAULT_DEADLINE_S,
@@ -45,6 +52,28 @@ def wait_for(
         except Exception as exc:  # polled conditions may fail until ready
             last_error = exc
         if time.monotonic() >= end:
-            hint = f" (last error: {last_error})" if last_error else ""
-            raise TimeoutError(f"timed out after {deadline_s:.0f} s waiting for {what}{hint}")
+            raise _timed_out(deadline_s, what, last_error)
         time.sleep(step_s)
+
+
+async def eventually(
+    condition: Callable[[], Any | Awaitable[Any]],
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    step_s: float = 0.02,
+    what: str = "condition",
+) -> Any:
+    """`wait_for` inside an event loop: `condition` may be a plain or an async function."""
+    end = time.monotonic() + deadline_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+        except Exception as exc:  # polled conditions may fail until ready
+            last_error = exc
+        if time.monotonic() >= end:
+            raise _timed_out(deadline_s, what, last_error)
+        await asyncio.sleep(step_s)

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 from directory.lru import BoundedLru
 from directory.peers import Peer, PeerTable
 from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchRequest, SearchResponse
+from peerfind.errors import short_error
 from peerfind.index import FileEntry
 
 __all__ = [
@@ -200,13 +201,6 @@ class SeenQueries:
         return True
 
 
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return "timeout"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class SearchRouter:
     """Answers one search: local hits plus the hits of up to `fanout` neighbours."""
 
@@ -299,9 +293,9 @@ class SearchRouter:
                 )
             answered[self.peer_id] = None
         except Exception as exc:  # the local index failing is a partial answer too
-            logger.warning("local search failed: %s", _describe_error(exc))
+            logger.warning("local search failed: %s", short_error(exc))
             failed[self.peer_id] = FailedPeer(
-                peer_id=self.peer_id, url=self.rest_url, error=_describe_error(exc)
+                peer_id=self.peer_id, url=self.rest_url, error=short_error(exc)
             )
 
         if forwards:
@@ -316,7 +310,7 @@ class SearchRouter:
                 if error is not None:
                     self.table.mark_failed(peer.peer_id)
                     failed[peer.peer_id] = FailedPeer(
-                        peer_id=peer.peer_id, url=peer.url, error=_describe_error(error)
+                        peer_id=peer.peer_id, url=peer.url, error=short_error(error)
                     )
                     events.forward_failed()
                     continue
