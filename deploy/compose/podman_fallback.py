@@ -272,22 +272,8 @@ class Podman:
 
     @staticmethod
     def reap_exec_monitors() -> None:
-        """Podman keeps the monitor (conmon) of each finished `exec` session alive for
-        300 s after it ends, so that its exit code can be read. Once the stack is down
-        nobody will read them: stop those of our project's containers now."""
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if not argv or not argv[0].endswith(b"conmon") or b"--exec-process-spec" not in argv:
-                continue
-            name = argv[argv.index(b"-n") + 1] if b"-n" in argv[:-1] else b""
-            if name.startswith(f"{PROJECT}-".encode()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGTERM)
+        """Stop the exec-session monitors of our project's containers (see below)."""
+        reap_exec_monitors(f"{PROJECT}-")
 
 
 if __name__ == "__main__":
@@ -295,3 +281,23 @@ if __name__ == "__main__":
         print("usage: podman_fallback.py health-loop", file=sys.stderr)
         sys.exit(2)
     sys.exit(Podman().health_loop())
+
+
+def reap_exec_monitors(prefix: str) -> None:
+    """Podman keeps the monitor (conmon) of each finished `exec` (and healthcheck) session
+    alive for 300 s after it ends, so that its exit code can be read. Once the containers
+    are down nobody will read them: stop those of the containers named `prefix*` now."""
+    wanted = prefix.encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"conmon") or b"--exec-process-spec" not in argv:
+            continue
+        name = argv[argv.index(b"-n") + 1] if b"-n" in argv[:-1] else b""
+        if name.startswith(wanted):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)

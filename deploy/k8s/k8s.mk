@@ -18,7 +18,7 @@ k8s-check: k8s-lint k8s-test ## Kubernetes manifests, offline: render, strict sc
 k8s-lint: install ## ruff and mypy (strict) on tests/k8s and deploy/k8s
 	$(VENV)/bin/ruff check $(K8S_TESTS) $(K8S_DIR)
 	$(VENV)/bin/ruff format --check $(K8S_TESTS) $(K8S_DIR)
-	MYPYPATH=$(K8S_TESTS):$(K8S_DIR)/base $(VENV)/bin/mypy --strict $(K8S_TESTS)/*.py $(K8S_DIR)/base/peer_config.py
+	MYPYPATH=$(K8S_TESTS):$(K8S_DIR)/base:deploy/compose $(VENV)/bin/mypy --strict $(K8S_TESTS)/*.py $(K8S_DIR)/base/peer_config.py
 
 k8s-test: install ## tests/k8s (the Podman run skips without the images, except under CI)
 	PEERFIND_CHECKOV="$(CHECKOV)" $(VENV)/bin/pytest $(K8S_TESTS) $(PYTEST_ARGS)

@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,10 @@ import httpx
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy" / "compose"))  # the Podman fallback of `make up`
+
+from podman_fallback import reap_exec_monitors  # noqa: E402
+
 K8S_DIR = ROOT / "deploy" / "k8s"
 BASE_DIR = K8S_DIR / "base"
 OVERLAYS_DIR = K8S_DIR / "overlays"
@@ -360,23 +363,8 @@ class PodmanRun:
         return left
 
     def reap_exec_monitors(self) -> None:
-        """Podman keeps the monitor (conmon) of each finished `exec` and healthcheck
-        session for 300 s; stop those of this run's containers (as scripts/stack.py does
-        for the compose stack's), and only those."""
-        prefix = f"{self.set_name}-".encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if not argv or not argv[0].endswith(b"conmon") or b"--exec-process-spec" not in argv:
-                continue
-            name = argv[argv.index(b"-n") + 1] if b"-n" in argv[:-1] else b""
-            if name.startswith(prefix):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGTERM)
+        """Stop the exec-session monitors of this run's containers, and only those."""
+        reap_exec_monitors(f"{self.set_name}-")
 
 
 # --------------------------------------------------------------------------- probes, as the kubelet runs them
