@@ -196,3 +196,38 @@ async def test_forward_to_a_closed_port_raises_a_client_error(node: Node) -> Non
     dead = Peer(peer_id="p2", url=f"http://127.0.0.2:{port}", grpc_address="127.0.0.2:2")
     with pytest.raises(aiohttp.ClientConnectorError, match="Cannot connect"):
         await node.forward(dead, params())
+
+
+async def test_a_pooled_connection_closed_by_a_restarted_peer_is_retried_once(
+    node: Node,
+) -> None:
+    """The first connection answers once with keep-alive, then closes on the next request
+    (the peer restarted); the second forward goes out again on a fresh connection."""
+    connections: list[int] = []
+    body = json.dumps(ANSWER).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        first_connection = len(connections) == 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                connections[-1] += 1
+                if first_connection and connections[-1] == 2:
+                    return  # closed without an answer
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                writer.write(head.encode() + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]
+    peer = Peer(peer_id="p2", url=f"http://127.0.0.2:{port}", grpc_address="127.0.0.2:2")
+    async with server:
+        first = await node.forward(peer, params())
+        second = await node.forward(peer, params())
+    assert first.peers_answered == second.peers_answered == ["p2"]
+    assert connections == [2, 1]
