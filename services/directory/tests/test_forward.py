@@ -202,7 +202,9 @@ async def test_a_pooled_connection_closed_by_a_restarted_peer_is_retried_once(
     node: Node,
 ) -> None:
     """The first connection answers once with keep-alive, then closes on the next request
-    (the peer restarted); the second forward goes out again on a fresh connection."""
+    (the peer restarted); the second forward goes out again on a fresh connection (aiohttp
+    retries an idempotent request on a reused connection: this keeps us on a version that
+    does)."""
     connections: list[int] = []
     body = json.dumps(ANSWER).encode()
 
