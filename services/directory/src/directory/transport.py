@@ -92,6 +92,10 @@ class PeerHttp:
             # 127.0.0.x in tests, the source then says which peer is talking).
             local_addr=(source, 0) if source else None,
             ssl=client_ssl_context(TlsFiles(ca_file=ca_file)),
+            # No DNS cache: a peer whose name moved to a new address (a restarted
+            # container) is reached at once, not after aiohttp's 10 s cache; pooled
+            # connections keep the lookups off the hot path.
+            use_dns_cache=False,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
