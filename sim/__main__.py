@@ -23,7 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from directory.overlay import OverlayConfig
 from sim import vloop
+from sim.overlay import OverlayPlan, overlay_case
 from sim.runner import Case, World, make_world, run_case
 from sim.topology import TOPOLOGIES
 
@@ -40,6 +42,9 @@ class Plan:
     queries: int
     grid_queries: int
     seed: int = 1
+    overlay_live_s: float = 40.0
+    overlay_recover_s: float = 20.0
+    active_sizes: tuple[int, ...] = (3, 4, 5, 6, 8)  # the view-size sweep, at the smallest size
 
 
 def _cases(plan: Plan, size: int, topology: str) -> Iterator[tuple[str, Case]]:
@@ -108,7 +113,37 @@ async def simulate(plan: Plan, log: Any) -> dict[str, Any]:
             if size == max(plan.sizes) and topology == "membership":
                 runs.extend(await _grid(world, plan, log))
             del world
-    return {"runs": runs, "worlds": worlds}
+    overlay = await _overlays(plan, log)
+    return {"runs": runs, "worlds": worlds, "overlay": overlay}
+
+
+async def _overlays(plan: Plan, log: Any) -> list[dict[str, Any]]:
+    """The bounded overlay (directory.overlay): its shape and traffic at every size, after
+    one-by-one joins and after 30% of the peers fail at once; and a sweep of active-view
+    sizes (passive = 6x active) at the smallest size."""
+    rows: list[dict[str, Any]] = []
+    cases = [(size, OverlayConfig()) for size in plan.sizes]
+    cases += [
+        (min(plan.sizes), OverlayConfig(active_size=a, passive_size=6 * a))
+        for a in plan.active_sizes
+        if a != OverlayConfig().active_size
+    ]
+    for size, config in cases:
+        started = time.perf_counter()
+        overlay_plan = OverlayPlan(
+            peers=size, live_s=plan.overlay_live_s, recover_s=plan.overlay_recover_s
+        )
+        for row in await overlay_case(overlay_plan, config, seed=plan.seed):
+            row["wall_s"] = round(time.perf_counter() - started, 1)
+            row["group"] = "overlay" if config == OverlayConfig() else "view_sizes"
+            rows.append(row)
+            log(
+                f"  overlay     active={config.active_size} n={size:<6} churn={row['churn']:<4} "
+                f"components={row['components']} degree={row['mean_degree']}/{row['max_degree']} "
+                f"path={row['mean_path_length']} msgs/peer/s="
+                f"{row['membership_messages_per_peer_s']} ({row['wall_s']} s)"
+            )
+    return rows
 
 
 def _commit() -> str:
@@ -130,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the product's per-peer warnings: counted, not logged
     if args.quick:
-        plan = Plan(sizes=(150,), queries=40, grid_queries=20)
+        plan = Plan(sizes=(150,), queries=40, grid_queries=20, overlay_live_s=20, active_sizes=(4,))
     else:
         plan = Plan(sizes=(1000, 10000), queries=1000, grid_queries=GRID_QUERIES)
     if args.peers:

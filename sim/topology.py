@@ -4,7 +4,9 @@
   each bootstrapping through two earlier peers as friends (the product's `Membership`:
   registration answers, introductions, table bounds; nothing assumed);
 - `random_regular`: every peer with the same degree d (networkx);
-- `power_law`: Barabási-Albert preferential attachment (networkx), hubs and leaves.
+- `power_law`: Barabási-Albert preferential attachment (networkx), hubs and leaves;
+- `hyparview`: the bounded overlay of `directory.overlay` (active views), after one-by-one
+  joins and a while of pings and shuffles (`sim.overlay`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sim.network import SimNetwork
 
 __all__ = ["TOPOLOGIES", "build", "graph_of", "shape"]
 
-TOPOLOGIES = ("membership", "random_regular", "power_law")
+TOPOLOGIES = ("membership", "random_regular", "power_law", "hyparview")
 REGULAR_DEGREE = 8
 POWER_LAW_M = 4  # edges each newcomer brings: mean degree ~2m
 
@@ -30,6 +32,16 @@ async def build(net: SimNetwork, topology: str, n: int, seed: int) -> None:
     rng = random.Random(seed)
     if topology == "membership":
         await _join_one_by_one(net, n, rng)
+        return
+    if topology == "hyparview":
+        from sim.overlay import active_views  # sim.overlay uses this module's shape()
+
+        views = await active_views(n, seed)
+        peers = [net.add() for _ in range(n)]
+        for i, known in enumerate(views):
+            for j in known:  # as the router reads them: each peer's own active view
+                b = peers[j]
+                peers[i].table.upsert(b.peer_id, b.url, f"{b.address}:50051")
         return
     if topology == "random_regular":
         graph = nx.random_regular_graph(REGULAR_DEGREE, n, seed=seed)

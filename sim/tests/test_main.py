@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from sim.__main__ import main
+from sim.topology import TOPOLOGIES
 
 REQUIRED = {
     "strategy", "peers", "topology", "replication", "churn", "queries", "success_rate",
@@ -20,16 +21,17 @@ def test_quick_run_writes_every_figure_and_the_charts(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "latest.json").read_text())
     runs = result["runs"]
     assert runs and all(run.keys() >= REQUIRED for run in runs)
-    assert {r["topology"] for r in runs} == {"membership", "random_regular", "power_law"}
+    assert {r["topology"] for r in runs} == set(TOPOLOGIES)
     assert {r["churn"] for r in runs} == {0.0, 0.1, 0.3}
     assert {r["replication"] for r in runs} == {0.001, 0.01, 0.1}
     assert any(r["group"] == "grid" for r in runs)
     assert all(0 <= r["success_rate"] <= 1 and 0 <= r["recall"] <= 1 for r in runs)
-    assert {w["topology"] for w in result["worlds"]} == {
-        "membership",
-        "random_regular",
-        "power_law",
-    }
+    assert {w["topology"] for w in result["worlds"]} == set(TOPOLOGIES)
+    overlay = result["overlay"]
+    keys = {"peers", "churn", "components", "max_degree", "mean_degree", "mean_path_length",
+            "membership_messages_per_peer_s"}  # fmt: skip
+    assert overlay and all(keys <= row.keys() for row in overlay)
+    assert {row["churn"] for row in overlay} == {0.0, 0.3}
     for chart in ("recall_vs_messages.png", "load.png"):
         assert (tmp_path / chart).read_bytes()[:4] == b"\x89PNG"
 
