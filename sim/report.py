@@ -7,6 +7,7 @@ python -m sim.report --check    # exit 1 if docs/scale.md drifted from latest.js
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,34 @@ def _worlds_table(worlds: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _overlay_table(rows: list[dict[str, Any]]) -> str:
+    head = [
+        "peers", "active / passive view", "after", "components", "isolated", "mean degree",
+        "max degree", "mean path length", "log N / log d", "membership msgs / peer / s",
+    ]  # fmt: skip
+    lines = [_row(head), _row(["---"] * len(head))]
+    for r in rows:
+        after = f"30% failed, {r['seconds']:g} s" if r["churn"] else f"joins + {r['seconds']:g} s"
+        bound = math.log(r["peers"]) / math.log(r["mean_degree"]) if r["mean_degree"] > 1 else 0
+        lines.append(
+            _row(
+                [
+                    f"{r['peers']:,}",
+                    f"{r['active_size']} / {r['passive_size']}",
+                    after,
+                    r["components"],
+                    r["isolated"],
+                    r["mean_degree"],
+                    r["max_degree"],
+                    r["mean_path_length"],
+                    f"{bound:.2f}",
+                    r["membership_messages_per_peer_s"],
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
 def _meta(meta: dict[str, Any]) -> str:
     return (
         f"Run of {meta['at']} at commit `{meta['commit']}`, Python {meta['python']}: "
@@ -131,6 +160,10 @@ def tables(result: dict[str, Any]) -> dict[str, str]:
         "sim-grid": _runs_table(grid),
         "sim-verdict": _verdict(grid),
         "sim-worlds": _worlds_table(result["worlds"]),
+        "sim-overlay": _overlay_table([r for r in result["overlay"] if r["group"] == "overlay"]),
+        "sim-view-sizes": _overlay_table(
+            [r for r in result["overlay"] if r["group"] == "view_sizes"]
+        ),
     }
 
 

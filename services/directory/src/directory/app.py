@@ -65,8 +65,8 @@ class MetricsMiddleware:
 class HotRoute(Route):
     """A plain Starlette route for an endpoint that takes only the request.
 
-    FastAPI's per-request dependency solving and endpoint wrapping cost ~55 us even
-    for a `(request: Request)` endpoint (bench/, docs/benchmarks.md). `create_app`
+    FastAPI's per-request dependency solving and endpoint wrapping cost time even for a
+    `(request: Request)` endpoint (docs/benchmarks.md, "Search at one client, part 2"). `create_app`
     puts this route first for `GET /search`, with the very function FastAPI
     documents under the same path, so the contract and the behaviour stay one.
     Errors raised by the endpoint reach the app's exception handlers as before.

@@ -42,7 +42,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # asyncio sets TCP_NODELAY only on sockets it creates as IPPROTO_TCP; without it
     # every answer (head and body written separately) waits out the client's delayed
-    # ACK (~40 ms). Accepted connections inherit it from the listening socket.
+    # ACK. Accepted connections inherit it from the listening socket.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host.strip("[]"), port))

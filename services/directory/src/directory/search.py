@@ -151,8 +151,9 @@ def describe(
 ) -> _Info:
     """An index entry as the API shows it: with its owner and where to fetch it.
 
-    Validated from a dict: in pydantic-core that is ~2.5 us a hit, against ~5 us for
-    `model_construct`, whose field loop runs in Python.
+    Validated from a dict: pydantic-core's loop runs in Rust, `model_construct`'s in
+    Python, which made it the slower (docs/benchmarks.md, "Search: three directory-side
+    causes").
     """
     return model.model_validate(
         {

@@ -146,8 +146,8 @@ class TransferClient:
         # One message for every full chunk, built once: grpc.aio serializes each
         # message before the stream asks for the next, so only `offset` (and the
         # label, after the first) changes in place; a new message per chunk copied the
-        # whole chunk once more. With zlib-ng's crc32: 1,458 -> 2,035 MB/s at 1 MiB
-        # chunks (docs/benchmarks.md).
+        # whole chunk once more (docs/benchmarks.md, "DummyUpload: crc32 was the server's
+        # largest cost").
         full = transfer_pb2.FileChunk(data=buffer, name=name)
 
         async def stream() -> AsyncIterator[Any]:
