@@ -15,7 +15,9 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -34,7 +36,7 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "PeerSettings",
     "load_settings",
-    "service_arguments",
+    "service_start",
     "validate_http_url",
 ]
 
@@ -316,13 +318,27 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> PeerSettings:
         raise ConfigError(f"invalid config ({where}): {detail}") from None
 
 
-def service_arguments(prog: str, does: str, check: str) -> argparse.ArgumentParser:
-    """The command line every peer service shares: `--check` (its container healthcheck:
-    exit 0 when `check` holds, else 1 with one line); the config comes from the environment."""
+def service_start(
+    prog: str,
+    does: str,
+    check_what: str,
+    check: Callable[[PeerSettings], int],
+    argv: Sequence[str] | None = None,
+) -> PeerSettings | int:
+    """The start every peer service shares: its command line (`--check`, its container
+    healthcheck: exit 0 when `check_what` holds, else 1 with one line) and its settings
+    (from the environment). Returns the settings to serve with, or the exit code: 2 with
+    one line for a bad config, `check`'s for `--check`."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=f"{does} The peer config comes from ${CONFIG_ENV} "
         f"({ENV_PREFIX}* variables override it).",
     )
-    parser.add_argument("--check", action="store_true", help=f"exit 0 if {check}, else 1")
-    return parser
+    parser.add_argument("--check", action="store_true", help=f"exit 0 if {check_what}, else 1")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    return check(settings) if args.check else settings

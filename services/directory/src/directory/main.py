@@ -20,8 +20,7 @@ import httpx
 import uvicorn
 
 from directory.app import create_app
-from peerfind.config import PeerSettings, load_settings, service_arguments
-from peerfind.errors import ConfigError
+from peerfind.config import PeerSettings, service_start
 from peerfind.logging import setup_logging
 from peerfind.tls import client_ssl_context
 
@@ -104,25 +103,20 @@ def check(settings: PeerSettings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = service_arguments(
-        PROG, "Serve the peer's REST directory.", "this peer's /health answers"
-    ).parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if args.check:
-        sys.exit(check(settings))
+def main(argv: list[str] | None = None) -> int:
+    settings = service_start(
+        PROG, "Serve the peer's REST directory.", "this peer's /health answers", check, argv
+    )
+    if isinstance(settings, int):
+        return settings
     setup_logging("directory", settings.peer_id, settings.log_level, settings.log_format)
     try:
         sock = bind(settings.host, settings.rest_port)
     except OSError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(asyncio.run(serve(settings, sock)))
+        return 1
+    return asyncio.run(serve(settings, sock))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

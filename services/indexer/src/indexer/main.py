@@ -17,7 +17,7 @@ import sys
 import time
 
 from indexer.service import run, shared_root
-from peerfind.config import PeerSettings, load_settings, service_arguments
+from peerfind.config import PeerSettings, service_start
 from peerfind.errors import ConfigError, IndexUnavailable
 from peerfind.index import IndexReader
 from peerfind.logging import setup_logging
@@ -66,18 +66,15 @@ async def _serve(settings: PeerSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `peerfind-indexer` console script; returns the exit code."""
-    args = service_arguments(
+    settings = service_start(
         PROG,
         "Scan and watch the peer's shared folder; the single writer of its index.",
         "the index heartbeat is younger than index_stale_after_s",
-    ).parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-        return 2
-    if args.check:
-        return check(settings)
+        check,
+        argv,
+    )
+    if isinstance(settings, int):
+        return settings
     try:
         shared_root(settings)
     except ConfigError as exc:

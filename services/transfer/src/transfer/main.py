@@ -17,8 +17,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from peerfind.config import PeerSettings, load_settings, service_arguments
-from peerfind.errors import ConfigError
+from peerfind.config import PeerSettings, service_start
 from peerfind.logging import setup_logging
 from peerfind.metrics import serve_metrics, set_build_info
 from peerfind.tls import channel_credentials
@@ -60,16 +59,15 @@ def check(settings: PeerSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Load the peer config, start metrics and the gRPC server, run until signalled."""
-    args = service_arguments(
-        PROG, "Serve the peer's FileTransfer gRPC service.", "the gRPC health check says SERVING"
-    ).parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        return check(settings)
+    settings = service_start(
+        PROG,
+        "Serve the peer's FileTransfer gRPC service.",
+        "the gRPC health check says SERVING",
+        check,
+        argv,
+    )
+    if isinstance(settings, int):
+        return settings
     setup_logging("transfer", settings.peer_id, settings.log_level, settings.log_format)
     set_build_info(settings.peer_id, "transfer")
     if settings.transfer_metrics_port:
