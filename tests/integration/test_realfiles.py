@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,3 +119,54 @@ def test_get_resumes_after_the_cli_is_killed(make_network: NetworkFactory, tmp_p
     assert summary["resumed_bytes"] >= done_before * 8 * MiB
     assert summary["bytes_fetched"] + summary["resumed_bytes"] == len(data)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+
+
+def test_http_content_with_range_for_curl_and_a_browser(
+    make_network: NetworkFactory, tmp_path: Path
+) -> None:
+    net = make_network(count=1)
+    net.start()
+    text = b"".join(b"line %05d of a shared text file\n" % i for i in range(2000))
+    share_everywhere(net, "notes.txt", text)
+    peer = net["peer1"].spec
+    hit = httpx.get(f"{peer.url}/search", params={"query": "notes.txt"}, timeout=10).json()
+    link = hit["hits"][0]["content_url"]
+    assert link == f"{peer.url}/files/notes.txt/content"
+    curl = shutil.which("curl")
+    if curl is not None:
+        part = subprocess.run(
+            [curl, "-sS", "-f", "-r", "100-199", link], capture_output=True, timeout=60
+        )
+        assert part.returncode == 0, part.stderr
+        assert part.stdout == text[100:200]
+        whole = subprocess.run([curl, "-sS", "-f", link], capture_output=True, timeout=60)
+        assert whole.stdout == text
+    ranged = httpx.get(link, headers={"Range": "bytes=-10"}, timeout=10)
+    assert ranged.status_code == 206
+    assert ranged.content == text[-10:]
+    assert ranged.headers["content-range"] == f"bytes {len(text) - 10}-{len(text) - 1}/{len(text)}"
+    beyond = httpx.get(link, headers={"Range": f"bytes={len(text)}-"}, timeout=10)
+    assert beyond.status_code == 416
+    assert beyond.json()["error"] == "range_not_satisfiable"
+    assert httpx.get(f"{peer.url}/files/absent.txt/content", timeout=10).status_code == 404
+    browser = shutil.which("chromium")
+    if browser is not None:
+        dom = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                "--dump-dom",
+                link,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "line 01999 of a shared text file" in dom.stdout, dom.stderr[-2000:]

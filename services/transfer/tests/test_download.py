@@ -147,14 +147,18 @@ async def test_a_file_written_while_streaming_ends_the_stream(make_peer: PeerFac
     path.write_bytes(b"\x01" * (64 * MiB))
     index_files(peer, "big.bin")
     request = transfer_pb2.FileRequest(name="big.bin", chunk_size=64 * 1024)
-    call = peer.stub.Download(request, timeout=30)
     received = 0
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for chunk in call:
+
+    async def consume() -> None:
+        nonlocal received
+        async for chunk in peer.stub.Download(request, timeout=30):
             if received == 0:
                 with path.open("r+b") as f:  # written in place, mid-stream
                     f.write(b"\x02")
             received += len(chunk.data)
             assert set(chunk.data) == {1}  # never a byte of the new version
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await consume()
     assert err.value.code() == grpc.StatusCode.ABORTED
     assert received < 64 * MiB
