@@ -99,12 +99,6 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.api_route(
-    "/files/{name}/content",
-    methods=["GET", "HEAD"],
-    response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, **_RESPONSES},
-)
 async def content(
     request: Request,
     node: NodeDep,
@@ -170,6 +164,15 @@ async def content(
             call.cancel()
             await channel.close(None)
 
-    return StreamingResponse(
-        body(), status_code=status, headers=headers, media_type=media_type
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type=media_type)
+
+
+for _method in ("GET", "HEAD"):
+    router.add_api_route(
+        "/files/{name}/content",
+        content,
+        methods=[_method],
+        operation_id=f"file_content_{_method.lower()}",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, **_RESPONSES},
     )
