@@ -81,7 +81,8 @@ async def _entry(node: NodeDep, name: str) -> FileEntry:
     try:
         validate_file_name(name)
     except InvalidNameError as exc:
-        raise ApiError(400, "invalid_request", f"invalid file name: {exc}") from None
+        # A name that cannot be in any index names no file: 404, as for any other.
+        raise ApiError(404, "not_found", f"no such file: {exc}") from None
     entry = await asyncio.to_thread(node.reader.lookup, name)
     if entry is None:
         raise ApiError(404, "not_found", f"no file named '{name}' on peer {node.settings.peer_id}")
@@ -89,7 +90,6 @@ async def _entry(node: NodeDep, name: str) -> FileEntry:
 
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
