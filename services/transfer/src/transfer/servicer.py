@@ -338,8 +338,8 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                     n = end - pos
                     if n > chunk_size:
                         n = chunk_size
-                    # pread on the loop: a page-cache read of one chunk costs less than
-                    # the thread hop that would hide it (docs/benchmarks.md, "Download").
+                    # pread on the loop, as DummyDownload writes on it: a page-cache read
+                    # of one chunk; not yet measured against a thread-pool read.
                     data = read(pos, n)
                     if len(data) != n:
                         raise FileChanged(f"{entry.path} shrank while it was being read")
