@@ -306,7 +306,7 @@ def test_dashboard_provider_loads_the_dashboards_folder() -> None:
 def test_transfer_metric_labels_are_the_servicers_methods() -> None:
     from transfer import servicer
 
-    assert (servicer.DOWNLOAD, servicer.UPLOAD) == transfer.metrics.METHODS
+    assert (servicer.FILE_DOWNLOAD, servicer.DOWNLOAD, servicer.UPLOAD) == transfer.metrics.METHODS
 
 
 def test_the_five_documented_queries_use_exposed_metrics() -> None:

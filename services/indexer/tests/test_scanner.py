@@ -39,6 +39,10 @@ def reasons(skipped: list[Skipped]) -> dict[str, SkipReason]:
     return {s.path: s.reason for s in skipped}
 
 
+def ino(root: Path, rel: str) -> int:
+    return (root / rel).stat().st_ino
+
+
 def test_nested_tree_relative_paths_names_sizes_mtimes(shared: Path) -> None:
     write(shared / "top.txt", b"abc", mtime=1_600_000_000.5)
     write(shared / "a" / "x.bin", b"\x00" * 10, mtime=1_600_000_100.0)
@@ -48,9 +52,15 @@ def test_nested_tree_relative_paths_names_sizes_mtimes(shared: Path) -> None:
     result = scan_tree(shared)
 
     assert sorted(result.entries, key=lambda e: e.path) == [
-        FileEntry("a/b/c/deep file.md", "deep file.md", 4, 1_600_000_200.25),
-        FileEntry("a/x.bin", "x.bin", 10, 1_600_000_100.0),
-        FileEntry("top.txt", "top.txt", 3, 1_600_000_000.5),
+        FileEntry(
+            "a/b/c/deep file.md",
+            "deep file.md",
+            4,
+            1_600_000_200.25,
+            ino(shared, "a/b/c/deep file.md"),
+        ),
+        FileEntry("a/x.bin", "x.bin", 10, 1_600_000_100.0, ino(shared, "a/x.bin")),
+        FileEntry("top.txt", "top.txt", 3, 1_600_000_000.5, ino(shared, "top.txt")),
     ]
     assert all(type(e) is FileEntry for e in result.entries)
     assert result.skipped == []
@@ -73,7 +83,9 @@ def test_symlink_to_file_inside_is_indexed_with_target_stat(shared: Path) -> Non
 
     entries = by_path(scan_tree(shared).entries)
 
-    assert entries["alias.bin"] == FileEntry("alias.bin", "alias.bin", 5, 1_650_000_000.0)
+    assert entries["alias.bin"] == FileEntry(
+        "alias.bin", "alias.bin", 5, 1_650_000_000.0, target.stat().st_ino
+    )
     assert entries["rel-alias.bin"].size == 5
     assert "data/real.bin" in entries
 
@@ -205,8 +217,9 @@ def test_probe_classifies_one_path(shared: Path, tmp_path: Path) -> None:
     (shared / "out").symlink_to(tmp_path)
     s = Scanner(shared)
 
-    assert s.probe(shared / "d" / "f.txt") == FileEntry("d/f.txt", "f.txt", 4, 1_700_000_000.0)
-    assert s.probe("d/f.txt") == FileEntry("d/f.txt", "f.txt", 4, 1_700_000_000.0)
+    f_txt = FileEntry("d/f.txt", "f.txt", 4, 1_700_000_000.0, ino(shared, "d/f.txt"))
+    assert s.probe(shared / "d" / "f.txt") == f_txt
+    assert s.probe("d/f.txt") == f_txt
     assert s.probe(str(shared / "d")) == Directory("d")
     assert s.probe(shared / "missing.txt") is None
     assert s.probe(shared / "link-d" / "f.txt") is None  # through a symlinked directory

@@ -20,7 +20,16 @@ from rich.text import Text
 
 from peerfind import __version__
 from peerfind.api import SearchHit, SearchRequest
-from peerfind.client import PeerClient, choose_owner, download_from, locate, upload_to
+from peerfind.client import (
+    DEFAULT_SOURCES,
+    PeerClient,
+    choose_owner,
+    download_from,
+    fetch_file,
+    locate,
+    pick_version,
+    upload_to,
+)
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from peerfind.errors import ClientError, InvalidNameError, describe_errors
 from peerfind.index import validate_file_name
@@ -283,6 +292,69 @@ def download(
     )
     if result.bytes != owner.size:
         line += f" (the index listed {owner.size} bytes)"
+    print(line, flush=True)
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Exact file name, as /search lists it.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="PATH", help="Where to write it (default: NAME)."),
+    ] = None,
+    peer: PeerOption = DEFAULT_PEER,
+    fanout: FanoutOption = None,
+    timeout_ms: TimeoutOption = None,
+    sources: Annotated[
+        int,
+        typer.Option("--sources", min=1, max=16, help="Owners to fetch from at once, at most."),
+    ] = DEFAULT_SOURCES,
+    sha256: Annotated[
+        str | None,
+        typer.Option("--sha256", metavar="HEX", help="Fetch this version (default: most owners)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Download NAME's real bytes from up to --sources owners, verified by SHA-256.
+
+    Writes PATH.part (and PATH.part.json, the pieces done): run the same command
+    again after an interruption to resume. PATH appears only once its SHA-256 matches.
+    """
+    try:
+        validate_file_name(name)
+    except InvalidNameError as exc:
+        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE)
+    settings = for_command(ctx, peer, as_json)
+    target = output if output is not None else Path(name)
+    hits = run(locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls))
+    try:
+        version, owners = pick_version(hits, sha256)
+    except ClientError as exc:
+        fail(str(exc))
+    with progress(name, owners[0].size, enabled=not settings.as_json) as on_progress:
+        work = fetch_file(
+            owners,
+            target,
+            sha256=version,
+            sources=sources,
+            force=force,
+            on_progress=on_progress,
+            tls=settings.tls,
+        )
+        result = run(work)
+    if settings.as_json:
+        print_json(json.dumps(asdict(result) | {"mb_per_s": round(result.mb_per_s, 3)}, indent=2))
+        return
+    line = (
+        f"got {result.name} -> {result.path}: {result.size} bytes, sha256 {result.sha256} "
+        f"verified, from {', '.join(result.owners)} in {result.seconds:.2f} s"
+    )
+    if result.resumed_bytes:
+        line += f" (resumed: {result.resumed_bytes} bytes were already there)"
+    if result.failed_owners:
+        line += f" ({', '.join(result.failed_owners)} failed mid-way)"
     print(line, flush=True)
 
 

@@ -90,7 +90,8 @@ def when(epoch: float) -> str:
 
 @contextmanager
 def progress(label: str, total: int | None, enabled: bool) -> Iterator[ChunkCallback]:
-    """A byte progress bar on stderr (only on a terminal); yields the chunk callback."""
+    """A byte progress bar on stderr (only on a terminal) with rate and ETA; yields the
+    callback that advances it (by a negative count when bytes are given back)."""
     console = Console(stderr=True)
     bar = Progress(
         TextColumn("{task.description}"),

@@ -130,7 +130,16 @@ class FileInfo(_Model):
     mtime: float
     peer_id: str
     rest_url: str = Field(description="Owner's REST URL.")
-    grpc_address: str = Field(description="Owner's gRPC address for DummyDownload.")
+    grpc_address: str = Field(description="Owner's gRPC address for Download.")
+    sha256: str | None = Field(
+        None,
+        description="Hex SHA-256 of the content; null until the owner's indexer has hashed it.",
+    )
+    content_url: str = Field(
+        "",
+        description="The owner's HTTP URL of the bytes (`GET`, `Range` supported), for a "
+        "browser or curl.",
+    )
 
 
 class FilesResponse(_Model):

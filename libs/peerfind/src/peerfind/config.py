@@ -124,6 +124,9 @@ class PeerSettings(BaseSettings):
     )
     rescan_interval_s: float = Field(60.0, gt=0, le=86400, description="Safety-net rescan.")
     index_stale_after_s: float = Field(15.0, gt=0, description="Index heartbeat age = stale.")
+    hash_rate_mib_s: float = Field(
+        200.0, ge=0, description="Read budget of the indexer's SHA-256 hasher (0: no limit)."
+    )
     peer_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs peer URLs must resolve into; empty: any address but loopback, "

@@ -1,8 +1,11 @@
 """The peer's file index: SQLite in WAL mode, one writer (the indexer), many readers.
 
-Schema (version 1):
+Schema (version 2):
 
-    files(id, path UNIQUE, name, size, mtime)   path: relative, '/'-separated; name: base name
+    files(id, path UNIQUE, name, size, mtime, ino, sha256)
+                                                path: relative, '/'-separated; name: base name;
+                                                sha256: hex digest, NULL until hashed, and
+                                                set back to NULL when size, mtime or inode change
     files_fts                                   FTS5 trigram index over files.name
     meta(key PRIMARY KEY, value)                scan and heartbeat timestamps, totals
 
@@ -14,6 +17,7 @@ the index before a rescan or the one after it, never half of one.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 import time
@@ -37,7 +41,7 @@ __all__ = [
     "validate_file_name",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_NAME_LENGTH = 255
 _BUSY_TIMEOUT_S = 5.0
 # How often (in SQLite VM steps) a time-bounded query looks at the clock.
@@ -49,9 +53,12 @@ CREATE TABLE IF NOT EXISTS files (
     path  TEXT NOT NULL UNIQUE,
     name  TEXT NOT NULL,
     size  INTEGER NOT NULL,
-    mtime REAL NOT NULL
+    mtime REAL NOT NULL,
+    ino    INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS files_name ON files(name);
+CREATE INDEX IF NOT EXISTS files_unhashed ON files(id) WHERE sha256 IS NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
     name, content='files', content_rowid='id', tokenize='trigram case_sensitive 0'
 );
@@ -68,7 +75,7 @@ END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 
-_COLUMNS = "f.path, f.name, f.size, f.mtime"
+_COLUMNS = "f.path, f.name, f.size, f.mtime, f.ino, f.sha256"
 
 
 class FileEntry(NamedTuple):
@@ -78,6 +85,11 @@ class FileEntry(NamedTuple):
     name: str
     size: int
     mtime: float
+    # The inode number: a file replaced by another with the same size and mtime is
+    # still a new file to hash. 0 when unknown (tests, synthetic entries).
+    ino: int = 0
+    # Hex SHA-256 of the content, None until the indexer's hasher has read it.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +142,11 @@ def _like_pattern(query: str) -> str:
     return f"%{escaped}%"
 
 
-def _entry(row: tuple[str, str, int, float]) -> FileEntry:
-    return FileEntry(path=row[0], name=row[1], size=int(row[2]), mtime=float(row[3]))
+_Row = tuple[str, str, int, float, int, str | None]
+
+
+def _entry(row: _Row) -> FileEntry:
+    return FileEntry(row[0], row[1], int(row[2]), float(row[3]), int(row[4]), row[5])
 
 
 class IndexWriter:
@@ -190,24 +205,25 @@ class IndexWriter:
 
     def replace_all(self, entries: Iterable[FileEntry]) -> SyncStats:
         """Make the index hold exactly `entries`, in one transaction (a full rescan)."""
-        rows = [(e.path, e.name, e.size, e.mtime) for e in entries]
+        rows = [(e.path, e.name, e.size, e.mtime, e.ino) for e in entries]
         with self._transaction() as conn:
             conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS scan "
-                "(path TEXT PRIMARY KEY, name TEXT, size INTEGER, mtime REAL) WITHOUT ROWID"
+                "CREATE TEMP TABLE IF NOT EXISTS scan (path TEXT PRIMARY KEY, name TEXT, "
+                "size INTEGER, mtime REAL, ino INTEGER) WITHOUT ROWID"
             )
             conn.execute("DELETE FROM scan")
-            conn.executemany("INSERT OR REPLACE INTO scan VALUES (?, ?, ?, ?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO scan VALUES (?, ?, ?, ?, ?)", rows)
             removed = conn.execute(
                 "DELETE FROM files WHERE path NOT IN (SELECT path FROM scan)"
             ).rowcount
             updated = conn.execute(
-                "UPDATE files SET size = s.size, mtime = s.mtime FROM scan AS s "
-                "WHERE s.path = files.path AND (files.size != s.size OR files.mtime != s.mtime)"
+                "UPDATE files SET size = s.size, mtime = s.mtime, ino = s.ino, sha256 = NULL "
+                "FROM scan AS s WHERE s.path = files.path "
+                "AND (files.size != s.size OR files.mtime != s.mtime OR files.ino != s.ino)"
             ).rowcount
             added = conn.execute(
-                "INSERT INTO files(path, name, size, mtime) "
-                "SELECT path, name, size, mtime FROM scan "
+                "INSERT INTO files(path, name, size, mtime, ino) "
+                "SELECT path, name, size, mtime, ino FROM scan "
                 "WHERE path NOT IN (SELECT path FROM files)"
             ).rowcount
             conn.execute("DELETE FROM scan")
@@ -216,16 +232,40 @@ class IndexWriter:
 
     def upsert(self, entries: Iterable[FileEntry]) -> int:
         """Add or refresh single entries (watcher events). Returns rows written."""
-        rows = [(e.path, e.name, e.size, e.mtime) for e in entries]
+        rows = [(e.path, e.name, e.size, e.mtime, e.ino) for e in entries]
         if not rows:
             return 0
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT INTO files(path, name, size, mtime) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime",
+                "INSERT INTO files(path, name, size, mtime, ino) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime, "
+                "ino = excluded.ino, sha256 = CASE WHEN files.size = excluded.size "
+                "AND files.mtime = excluded.mtime AND files.ino = excluded.ino "
+                "THEN files.sha256 END",
                 rows,
             )
         return len(rows)
+
+    def set_hashes(self, hashed: Iterable[FileEntry]) -> int:
+        """Store each entry's `sha256`, only where the row still has the size, mtime and
+        inode that were hashed (a file changed meanwhile stays unhashed, for the next
+        pass). Returns the rows written."""
+        rows = [(e.sha256, e.path, e.size, e.mtime, e.ino) for e in hashed if e.sha256]
+        if not rows:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = self._conn.executemany(
+                    "UPDATE files SET sha256 = ? WHERE path = ? AND size = ? AND mtime = ? "
+                    "AND ino = ? AND sha256 IS NULL",
+                    rows,
+                ).rowcount
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return written
 
     def remove(self, paths: Iterable[str]) -> int:
         """Remove entries by exact path, and everything under a path that was a folder."""
@@ -290,7 +330,7 @@ class IndexReader:
 
     def _query(
         self, sql: str, params: tuple[object, ...], budget_s: float | None = None
-    ) -> list[tuple[str, str, int, float]]:
+    ) -> list[_Row]:
         conn = self._conn()
         if conn is None:
             return []
@@ -357,6 +397,24 @@ class IndexReader:
         sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name = ? ORDER BY f.path LIMIT 1"
         rows = self._query(sql, (name,))
         return _entry(rows[0]) if rows else None
+
+    def unhashed(self, limit: int, after_id: int = 0) -> builtins.list[tuple[int, FileEntry]]:
+        """Up to `limit` entries with no hash yet, by row id after `after_id` (the
+        hasher's cursor), each with its row id."""
+        sql = (
+            f"SELECT f.id, {_COLUMNS} FROM files AS f "
+            "WHERE f.sha256 IS NULL AND f.id > ? ORDER BY f.id LIMIT ?"
+        )
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute(sql, (after_id, limit)).fetchall()
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            conn.close()
+            raise IndexUnavailable(f"index read failed: {exc}") from None
+        return [(int(r[0]), _entry(r[1:])) for r in rows]
 
     def stats(self) -> IndexStats:
         conn = self._conn()

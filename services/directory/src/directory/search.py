@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 from directory.lru import BoundedLru
 from directory.peers import Peer, PeerTable
@@ -164,6 +165,8 @@ def describe(
             "peer_id": peer_id,
             "rest_url": rest_url,
             "grpc_address": grpc_address,
+            "sha256": entry.sha256,
+            "content_url": f"{rest_url}/files/{quote(entry.name, safe='')}/content",
         }
     )
 

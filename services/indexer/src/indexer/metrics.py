@@ -11,6 +11,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from indexer.scanner import SkipReason
 
 __all__ = [
+    "HASHED_BYTES",
+    "HASHED_FILES",
+    "HASH_FAILURES",
     "INDEXED_BYTES",
     "INDEXED_FILES",
     "LAST_SCAN_TIMESTAMP",
@@ -26,6 +29,16 @@ WATCH_KINDS = ("added", "modified", "deleted")
 INDEXED_FILES = Gauge("peerfind_indexer_files", "Files in the peer's index now.")
 INDEXED_BYTES = Gauge(
     "peerfind_indexer_bytes", "Total size in bytes of the files in the peer's index now."
+)
+HASHED_BYTES = Counter(
+    "peerfind_indexer_hashed_bytes_total", "Bytes read and hashed (SHA-256) by the hasher."
+)
+HASHED_FILES = Counter(
+    "peerfind_indexer_hashed_files_total", "Files whose SHA-256 was stored in the index."
+)
+HASH_FAILURES = Counter(
+    "peerfind_indexer_hash_failures_total",
+    "Files the hasher could not hash: changed while read, gone, refused or unreadable.",
 )
 SCAN_DURATION = Histogram(
     "peerfind_indexer_scan_duration_seconds",

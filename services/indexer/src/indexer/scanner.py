@@ -8,7 +8,7 @@
 
 The same rules apply to a full scan and to a single path:
 
-- a regular file is indexed with its size and mtime (one lstat per file, as in a
+- a regular file is indexed with its size, mtime and inode (one lstat per file, as in a
   bare `scandir` + `stat` walk; the readability check needs no further system
   call when the permission bits grant reading);
 - a directory is descended; a symlink is never followed into a directory, and
@@ -189,7 +189,7 @@ class Scanner:
                             elif entry.is_file(follow_symlinks=False):
                                 st = entry.stat(follow_symlinks=False)
                                 if readable(entry.path, st):
-                                    add(FileEntry(path, name, st.st_size, st.st_mtime))
+                                    add(FileEntry(path, name, st.st_size, st.st_mtime, st.st_ino))
                                 else:
                                     skipped.append(
                                         Skipped(path, SkipReason.UNREADABLE, "not readable")
@@ -238,7 +238,7 @@ class Scanner:
             return Skipped(rel, SkipReason.SPECIAL, f"target {target} is not a regular file")
         if not readable(target, st):
             return Skipped(rel, SkipReason.UNREADABLE, f"target {target} is not readable")
-        return FileEntry(rel, name, st.st_size, st.st_mtime)
+        return FileEntry(rel, name, st.st_size, st.st_mtime, st.st_ino)
 
     def probe(self, path: Path | str) -> Probe:
         """What `path` (absolute, or relative to the root) is now, by the rules above."""
@@ -264,7 +264,7 @@ class Scanner:
             return Directory(rel)
         if stat.S_ISREG(mode):
             if is_readable(full, st):
-                return FileEntry(rel, name, st.st_size, st.st_mtime)
+                return FileEntry(rel, name, st.st_size, st.st_mtime, st.st_ino)
             return Skipped(rel, SkipReason.UNREADABLE, "not readable")
         if stat.S_ISLNK(mode):
             return self._symlink(full, rel, name, is_readable)

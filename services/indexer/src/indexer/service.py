@@ -13,7 +13,12 @@ One `Indexer` owns the peer's `IndexWriter`. Its tasks:
 - rescans: a full scan at start and every `rescan_interval_s` (or at once when
   the watcher had to be restarted), written with `replace_all` in one transaction;
 - heartbeat: `IndexWriter.heartbeat()` every `heartbeat_interval(settings)` seconds,
-  so readers and `peerfind-indexer --check` can tell a live index from a stale one.
+  so readers and `peerfind-indexer --check` can tell a live index from a stale one;
+- hashes: after the first full scan (so a big share is searchable first), the
+  files with no SHA-256 are hashed in a thread within `hash_rate_mib_s`
+  (`indexer.hasher`), and the digests stored in batches; woken again whenever a
+  scan or a batch added or changed a file. Hashing takes no write lock: a digest is
+  stored only where the row still has the size, mtime and inode that were read.
 
 Writes are serialized by one asyncio lock, so a full scan and a watcher batch
 never interleave: a batch that arrives during a scan waits (the watcher keeps
@@ -37,6 +42,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from indexer import metrics
+from indexer.hasher import HashCancelled, Hasher
 from indexer.scanner import Directory, ScanCancelled, Scanner, Skipped, SkipReason
 from peerfind.config import PeerSettings
 from peerfind.errors import ConfigError, IndexUnavailable
@@ -61,6 +67,8 @@ WATCH_STEP_MS = 50
 _RESTART_MIN_S = 1.0
 _RESTART_MAX_S = 60.0
 _MAX_SKIP_WARNINGS = 50  # per scan or batch; the rest are summed up in one line
+_HASH_BATCH_FILES = 256  # rows read per query, digests stored per transaction at most
+_HASH_BATCH_BYTES = 256 * 1024 * 1024  # ... or fewer, once this much was read
 
 
 def heartbeat_interval(settings: PeerSettings) -> float:
@@ -127,6 +135,13 @@ class Indexer:
         self._stopping = asyncio.Event()
         self._rescan_requested = asyncio.Event()
         self._warned: set[tuple[str, SkipReason]] = set()
+        self._scanned = asyncio.Event()  # the first full scan is done
+        self._hash_wake = asyncio.Event()
+        self.hasher = Hasher(
+            self.scanner.root,
+            settings.hash_rate_mib_s * 1024 * 1024,
+            cancelled=self._stopping.is_set,
+        )
 
     def close(self) -> None:
         """Close the writer (waits for a write in progress)."""
@@ -208,6 +223,32 @@ class Indexer:
         )
         return BatchStats(upserted=upserted, removed=removed, skipped=len(skipped))
 
+    def hash_pending(self, after_id: int = 0) -> tuple[int, int]:
+        """Hash one batch of unhashed files with row id > `after_id`; store the digests.
+
+        Returns (files in the batch, last row id seen); (0, after_id) when none is left.
+        Raises HashCancelled when the service stops.
+        """
+        pending = self.reader.unhashed(_HASH_BATCH_FILES, after_id)
+        done: list[FileEntry] = []
+        last = after_id
+        read = 0
+        for row_id, entry in pending:
+            last = row_id
+            hashed = self.hasher.hash_entry(entry)
+            if hashed is None:
+                metrics.HASH_FAILURES.inc()
+                logger.debug("not hashed (changed, gone or refused): %s", entry.path)
+            else:
+                done.append(hashed)
+                metrics.HASHED_BYTES.inc(entry.size)
+            read += entry.size
+            if read >= _HASH_BATCH_BYTES:
+                break
+        stored = self.writer.set_hashes(done)
+        metrics.HASHED_FILES.inc(stored)
+        return len(pending), last
+
     def _refresh_totals(self) -> None:
         try:
             stats = self.reader.stats()
@@ -256,6 +297,7 @@ class Indexer:
             watcher,
             asyncio.create_task(self._heartbeats(), name="indexer-heartbeat"),
             asyncio.create_task(self._rescans(), name="indexer-rescan"),
+            asyncio.create_task(self._hashes(), name="indexer-hash"),
         ]
         try:
             await stop.wait()
@@ -263,6 +305,7 @@ class Indexer:
             logger.info("stopping")
             self._stopping.set()
             self._rescan_requested.set()
+            self._hash_wake.set()
             _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
             for task in pending:
                 logger.warning("task %s did not stop in time; cancelling it", task.get_name())
@@ -274,14 +317,21 @@ class Indexer:
         async with self._write_lock:
             if self._stopping.is_set():
                 return None
-            return await asyncio.to_thread(self.full_scan)
+            synced = await asyncio.to_thread(self.full_scan)
+        if synced is not None:
+            self._scanned.set()
+            if synced.added or synced.updated:
+                self._hash_wake.set()
+        return synced
 
     async def _apply(self, changes: set[tuple[Change, str]]) -> None:
         async with self._write_lock:
             if self._stopping.is_set():
                 return
             try:
-                await asyncio.to_thread(self.apply_changes, changes)
+                batch = await asyncio.to_thread(self.apply_changes, changes)
+                if batch.upserted:
+                    self._hash_wake.set()
             except Exception:
                 logger.exception("applying %d changes failed; rescanning", len(changes))
                 self._rescan_requested.set()
@@ -328,6 +378,25 @@ class Indexer:
             except sqlite3.Error as exc:
                 logger.error("index heartbeat failed: %s", exc)
             await _wait(self._stopping, interval)
+
+    async def _hashes(self) -> None:
+        await self._scanned.wait()  # hashing never delays the first scan
+        self._hash_wake.set()
+        while not self._stopping.is_set():
+            await self._hash_wake.wait()
+            self._hash_wake.clear()
+            cursor = 0
+            try:
+                while not self._stopping.is_set():
+                    count, cursor = await asyncio.to_thread(self.hash_pending, cursor)
+                    if count == 0:
+                        break
+            except HashCancelled:
+                return
+            except (IndexUnavailable, sqlite3.Error) as exc:
+                logger.error("hashing stopped for now: %s", exc)
+                await _wait(self._stopping, _RESTART_MIN_S)
+                self._hash_wake.set()
 
     async def _rescans(self) -> None:
         while not self._stopping.is_set():

@@ -19,12 +19,28 @@ __all__ = [
     "CHUNKS_RECEIVED",
     "CHUNKS_SENT",
     "CODES",
+    "FILE_BYTES_SENT",
+    "FILE_CHUNKS_SENT",
     "METHODS",
+    "REFUSALS",
+    "REFUSAL_REASONS",
     "RPCS",
     "STREAM_DURATION",
 ]
 
-METHODS = ("DummyDownload", "DummyUpload")
+METHODS = ("Download", "DummyDownload", "DummyUpload")
+# Why Download refused a file (peerfind.sharedfile's reasons, and the version checks).
+REFUSAL_REASONS = (
+    "outside",
+    "special",
+    "hard_link",
+    "unreadable",
+    "path",
+    "missing",
+    "changed_since_indexed",
+    "changed_while_streaming",
+    "sha256_mismatch",
+)
 # Every code servicer.py documents, plus OK and the two of a client going away.
 CODES = (
     "OK",
@@ -33,6 +49,9 @@ CODES = (
     "INVALID_ARGUMENT",
     "NOT_FOUND",
     "OUT_OF_RANGE",
+    "PERMISSION_DENIED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
     "RESOURCE_EXHAUSTED",
     "UNAVAILABLE",
     "INTERNAL",
@@ -41,6 +60,19 @@ CODES = (
 BYTES_SENT = Counter(
     "peerfind_transfer_bytes_sent_total",
     "Payload bytes streamed to clients by DummyDownload.",
+)
+FILE_BYTES_SENT = Counter(
+    "peerfind_transfer_file_bytes_sent_total",
+    "Payload bytes of shared files streamed to clients by Download.",
+)
+FILE_CHUNKS_SENT = Counter(
+    "peerfind_transfer_file_chunks_sent_total",
+    "FileChunk messages streamed to clients by Download.",
+)
+REFUSALS = Counter(
+    "peerfind_transfer_refusals_total",
+    "Download requests refused or ended because of the file itself, by reason.",
+    ["reason"],
 )
 BYTES_RECEIVED = Counter(
     "peerfind_transfer_bytes_received_total",
@@ -76,3 +108,5 @@ for _method in METHODS:
     STREAM_DURATION.labels(_method)
     for _code in CODES:
         RPCS.labels(_method, _code)
+for _reason in REFUSAL_REASONS:
+    REFUSALS.labels(_reason)

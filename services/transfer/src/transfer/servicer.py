@@ -1,9 +1,21 @@
-"""The `peerfind.v1.FileTransfer` servicer: dummy downloads and uploads (grpc.aio).
+"""The `peerfind.v1.FileTransfer` servicer: real downloads, dummy downloads and uploads.
 
-Nothing touches the shared folder. A download streams as many zero bytes as the
+`Download` streams the bytes of a shared file, read through
+`peerfind.sharedfile.open_shared` (regular files under the shared folder only).
+The dummy methods touch no file: `DummyDownload` streams as many zero bytes as the
 index says the named file has; an upload is counted, checksummed and dropped.
 
 Status codes sent to clients (never a traceback):
+
+    Download       every code of DummyDownload, and
+                   PERMISSION_DENIED   the file must not be served (outside the
+                                       shared folder, not a regular file, several
+                                       hard links, unreadable)
+                   FAILED_PRECONDITION the file on disk is not the indexed one
+                                       (size, mtime, inode), or its indexed sha256
+                                       is not the requested one
+                   ABORTED             the file changed while it streamed
+                   NOT_FOUND           also: indexed, but gone from the disk
 
     DummyDownload  INVALID_ARGUMENT    the name resembles a path, or chunk_size is
                                        neither 0 nor within 1 KiB..MAX_CHUNK_SIZE
@@ -36,11 +48,20 @@ from peerfind.checksum import crc32
 from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.errors import IndexUnavailable, InvalidNameError
 from peerfind.index import FileEntry, IndexReader, validate_file_name
+from peerfind.sharedfile import (
+    FileChanged,
+    SharedFile,
+    SharedFileError,
+    SharedFileMissing,
+    SharedFileRefused,
+    open_shared,
+)
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 from transfer import metrics
 
 __all__ = [
     "DOWNLOAD",
+    "FILE_DOWNLOAD",
     "MIN_CHUNK_SIZE",
     "SERVICE_NAME",
     "UPLOAD",
@@ -52,6 +73,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = transfer_pb2.DESCRIPTOR.services_by_name["FileTransfer"].full_name
 DOWNLOAD = "DummyDownload"
+FILE_DOWNLOAD = "Download"
 UPLOAD = "DummyUpload"
 MIN_CHUNK_SIZE = 1024
 _INTERNAL_DETAILS = "internal error in the transfer service"
@@ -105,6 +127,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
     def active_streams(self) -> int:
         """Transfers in progress right now (both methods)."""
         return self._active
+
+    async def Download(self, request: transfer_pb2.FileRequest, context: DownloadContext) -> None:
+        """Stream the bytes of the shared file `request.name` (or the requested range)."""
+
+        async def work(progress: _Progress) -> None:
+            await self._download_file(request, context, progress)
+
+        await self._run(FILE_DOWNLOAD, context, work)
 
     async def DummyDownload(
         self, request: transfer_pb2.FileRequest, context: DownloadContext
@@ -186,6 +216,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         if method == DOWNLOAD:
             metrics.BYTES_SENT.inc(progress.bytes)
             metrics.CHUNKS_SENT.inc(progress.chunks)
+        elif method == FILE_DOWNLOAD:
+            metrics.FILE_BYTES_SENT.inc(progress.bytes)
+            metrics.FILE_CHUNKS_SENT.inc(progress.chunks)
         else:
             metrics.BYTES_RECEIVED.inc(progress.bytes)
             metrics.CHUNKS_RECEIVED.inc(progress.chunks)
@@ -228,15 +261,15 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no file named '{name}' on peer {peer}")
         return entry
 
-    async def _download(
-        self, request: transfer_pb2.FileRequest, context: DownloadContext, progress: _Progress
-    ) -> None:
+    def _request(self, request: transfer_pb2.FileRequest) -> tuple[FileEntry, int, int, int]:
+        """Check a download request: (index entry, chunk size, start, end)."""
         try:
             name = validate_file_name(request.name)
         except InvalidNameError as exc:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         chunk_size = self._chunk_size(request.chunk_size)
-        size = self._lookup(name).size
+        entry = self._lookup(name)
+        size = entry.size
         start: int = request.offset
         if start > size:
             raise RpcFailure(
@@ -244,6 +277,106 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                 f"offset {start} is beyond the end of '{name}' ({size} bytes)",
             )
         end = size if request.length == 0 else min(size, start + request.length)
+        return entry, chunk_size, start, end
+
+    @staticmethod
+    def _refuse(reason: str, code: grpc.StatusCode, details: str) -> RpcFailure:
+        metrics.REFUSALS.labels(reason).inc()
+        return RpcFailure(code, details)
+
+    def _open(self, entry: FileEntry, wanted_sha256: str) -> SharedFile:
+        """Open the indexed file, refusing anything but the indexed version."""
+        peer = self._settings.peer_id
+        name = entry.name
+        if wanted_sha256 and entry.sha256 != wanted_sha256.lower():
+            have = entry.sha256 or "not hashed yet"
+            raise self._refuse(
+                "sha256_mismatch",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"'{name}' on peer {peer} has sha256 {have}, not {wanted_sha256}",
+            )
+        try:
+            f = open_shared(self._settings.shared_dir, entry.path)
+        except SharedFileMissing:
+            raise self._refuse(
+                "missing",
+                grpc.StatusCode.NOT_FOUND,
+                f"'{name}' is indexed on peer {peer} but gone from its disk",
+            ) from None
+        except SharedFileRefused as exc:
+            raise self._refuse(
+                exc.reason, grpc.StatusCode.PERMISSION_DENIED, f"peer {peer} refuses: {exc}"
+            ) from None
+        except SharedFileError as exc:
+            logger.warning("cannot open %s: %s", entry.path, exc)
+            raise RpcFailure(
+                grpc.StatusCode.UNAVAILABLE, f"peer {peer} cannot read '{name}' now"
+            ) from None
+        if (f.size, f.mtime, f.ino) != (entry.size, entry.mtime, entry.ino):
+            f.close()
+            raise self._refuse(
+                "changed_since_indexed",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"'{name}' changed on peer {peer} since it was indexed; search again",
+            )
+        return f
+
+    async def _download_file(
+        self, request: transfer_pb2.FileRequest, context: DownloadContext, progress: _Progress
+    ) -> None:
+        entry, chunk_size, start, end = self._request(request)
+        with self._open(entry, request.sha256) as f:
+            if end == start:
+                return
+            chunk = transfer_pb2.FileChunk(offset=start, name=entry.name)
+            write = context.write
+            read = f.read
+            unchanged = f.check_unchanged
+            pos = start
+            try:
+                while pos < end:
+                    n = end - pos
+                    if n > chunk_size:
+                        n = chunk_size
+                    # pread on the loop, as DummyDownload writes on it: a page-cache read
+                    # of one chunk; not yet measured against a thread-pool read.
+                    data = read(pos, n)
+                    if len(data) != n:
+                        raise FileChanged(f"{entry.path} shrank while it was being read")
+                    unchanged()  # after the read: the bytes sent all come from one version
+                    chunk.data = data
+                    chunk.offset = pos
+                    try:
+                        await write(chunk)
+                    except Exception:
+                        # As in DummyDownload: the client went away, stop quietly.
+                        progress.ended = _client_gone_code(context)
+                        return
+                    if pos == start:
+                        chunk.ClearField("name")
+                    pos += n
+            except FileChanged:
+                raise self._refuse(
+                    "changed_while_streaming",
+                    grpc.StatusCode.ABORTED,
+                    f"'{entry.name}' changed on peer {self._settings.peer_id} while it "
+                    f"streamed, after {pos - start} bytes; download it again",
+                ) from None
+            except OSError as exc:
+                logger.warning("reading %s failed: %s", entry.path, exc)
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"peer {self._settings.peer_id} failed to read '{entry.name}'",
+                ) from None
+            finally:
+                progress.bytes = pos - start
+                progress.chunks = -(-progress.bytes // chunk_size)
+
+    async def _download(
+        self, request: transfer_pb2.FileRequest, context: DownloadContext, progress: _Progress
+    ) -> None:
+        entry, chunk_size, start, end = self._request(request)
+        name = entry.name
         if end == start:
             return
         # One payload buffer and one message per stream. The message is mutated

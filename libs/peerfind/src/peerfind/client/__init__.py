@@ -19,7 +19,8 @@ for a user:
     ClientError       a bad argument (URL, address, size) caught before any call
 
 Modules: `_rest` (PeerClient), `_transfer` (TransferClient), `_results` (what a
-transfer reports), `_workflows` (locate, pick an owner, one transfer), `_errors`
+transfer reports), `_workflows` (locate, pick an owner, one transfer), `_fetch`
+(a real, multi-source, resumable, verified download), `_errors`
 (failures to messages), `_defaults` (timeouts and limits).
 """
 
@@ -32,8 +33,22 @@ from peerfind.client._defaults import (
     GRPC_MAX_MESSAGE_BYTES,
     SEARCH_MARGIN_S,
 )
+from peerfind.client._fetch import (
+    DEFAULT_PIECE_SIZE,
+    DEFAULT_SOURCES,
+    LocalWriteError,
+    fetch_file,
+    pick_version,
+)
 from peerfind.client._rest import PeerClient
-from peerfind.client._results import ChunkCallback, DownloadResult, UploadReceipt, UploadResult
+from peerfind.client._results import (
+    ChunkCallback,
+    ChunkSink,
+    DownloadResult,
+    FetchResult,
+    UploadReceipt,
+    UploadResult,
+)
 from peerfind.client._transfer import TransferClient, validate_grpc_address
 from peerfind.client._workflows import (
     choose_owner,
@@ -45,19 +60,26 @@ from peerfind.client._workflows import (
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_PIECE_SIZE",
     "DEFAULT_SEARCH_TIMEOUT_MS",
+    "DEFAULT_SOURCES",
     "DEFAULT_TIMEOUT_S",
     "GRPC_MAX_MESSAGE_BYTES",
     "SEARCH_MARGIN_S",
     "ChunkCallback",
+    "ChunkSink",
     "DownloadResult",
+    "FetchResult",
+    "LocalWriteError",
     "PeerClient",
     "TransferClient",
     "UploadReceipt",
     "UploadResult",
     "choose_owner",
     "download_from",
+    "fetch_file",
     "locate",
+    "pick_version",
     "resolve_transfer_address",
     "upload_to",
     "validate_grpc_address",

@@ -5,10 +5,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ChunkCallback", "DownloadResult", "UploadReceipt", "UploadResult"]
+__all__ = [
+    "ChunkCallback",
+    "ChunkSink",
+    "DownloadResult",
+    "FetchResult",
+    "UploadReceipt",
+    "UploadResult",
+]
 
 ChunkCallback = Callable[[int], object]
 """Called with the byte count of each chunk received or sent (progress bars)."""
+
+ChunkSink = Callable[[int, bytes], object]
+"""Called with (file offset, data) of each chunk a real download receives."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What `fetch_file` wrote: a verified file, and where its bytes came from."""
+
+    name: str
+    path: str
+    size: int
+    sha256: str
+    owners: list[str]
+    """Peer ids of the owners used (those that failed mid-way included)."""
+    failed_owners: list[str]
+    bytes_fetched: int
+    """Bytes received in this run (a resumed download fetched fewer than `size`)."""
+    resumed_bytes: int
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return _mb_per_s(self.bytes_fetched, self.seconds)
 
 
 @dataclass(frozen=True, slots=True)

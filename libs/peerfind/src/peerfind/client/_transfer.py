@@ -14,7 +14,13 @@ import grpc.aio
 from peerfind.checksum import crc32
 from peerfind.client._defaults import GRPC_MAX_MESSAGE_BYTES
 from peerfind.client._errors import rpc_error
-from peerfind.client._results import ChunkCallback, DownloadResult, UploadReceipt, UploadResult
+from peerfind.client._results import (
+    ChunkCallback,
+    ChunkSink,
+    DownloadResult,
+    UploadReceipt,
+    UploadResult,
+)
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from peerfind.errors import ClientError, PeerRefused
 from peerfind.tls import TlsFiles, channel_credentials
@@ -121,6 +127,46 @@ class TransferClient:
             call.cancel()
         elapsed = time.perf_counter() - started
         return DownloadResult(served, received, chunks, elapsed, self.address, offset)
+
+    async def fetch_range(
+        self,
+        name: str,
+        offset: int,
+        length: int,
+        sink: ChunkSink,
+        *,
+        sha256: str = "",
+        chunk_size: int = 0,
+    ) -> int:
+        """Stream `length` real bytes of `name` from `offset` (Download) into `sink`.
+
+        `sink(offset, data)` is called per chunk, in order; `sha256` pins the version
+        (the owner refuses any other). Returns the bytes received; PeerRefused when
+        the owner sent fewer than asked or out of order.
+        """
+        request = transfer_pb2.FileRequest(
+            name=name, offset=offset, length=length, sha256=sha256, chunk_size=chunk_size
+        )
+        pos = offset
+        call = self._stub.Download(request, timeout=self.timeout)
+        try:
+            async for chunk in call:
+                if chunk.offset != pos:
+                    raise PeerRefused(
+                        f"{self.address} sent a chunk at offset {chunk.offset}, expected {pos}"
+                    )
+                data: bytes = chunk.data
+                sink(pos, data)
+                pos += len(data)
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(exc, self.address) from None
+        finally:
+            call.cancel()
+        if pos != offset + length:
+            raise PeerRefused(
+                f"{self.address} sent {pos - offset} of the {length} bytes asked at {offset}"
+            )
+        return pos - offset
 
     async def upload(
         self,

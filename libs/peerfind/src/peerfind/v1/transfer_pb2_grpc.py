@@ -35,6 +35,11 @@ class FileTransferStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Download = channel.unary_stream(
+                '/peerfind.v1.FileTransfer/Download',
+                request_serializer=peerfind_dot_v1_dot_transfer__pb2.FileRequest.SerializeToString,
+                response_deserializer=peerfind_dot_v1_dot_transfer__pb2.FileChunk.FromString,
+                _registered_method=True)
         self.DummyDownload = channel.unary_stream(
                 '/peerfind.v1.FileTransfer/DummyDownload',
                 request_serializer=peerfind_dot_v1_dot_transfer__pb2.FileRequest.SerializeToString,
@@ -49,6 +54,21 @@ class FileTransferStub:
 
 class FileTransferServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Download(self, request, context):
+        """Streams the real bytes of the named shared file (or the requested range),
+        with the chunk rules of DummyDownload. The owner opens only regular files
+        under its shared folder, never through a symlink or hard link that may lead
+        out, and never mixes two versions of a file. Errors: those of DummyDownload,
+        and PERMISSION_DENIED (the file must not be served: outside the shared
+        folder, not a regular file, several hard links, unreadable),
+        FAILED_PRECONDITION (the file changed since it was indexed, or its sha256 is
+        not the requested one: search again), ABORTED (the file changed while it
+        streamed: the bytes sent so far belong to the old version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def DummyDownload(self, request, context):
         """Streams exactly as many bytes as the named file has in the owner's index
@@ -74,6 +94,11 @@ class FileTransferServicer:
 
 def add_FileTransferServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Download': grpc.unary_stream_rpc_method_handler(
+                    servicer.Download,
+                    request_deserializer=peerfind_dot_v1_dot_transfer__pb2.FileRequest.FromString,
+                    response_serializer=peerfind_dot_v1_dot_transfer__pb2.FileChunk.SerializeToString,
+            ),
             'DummyDownload': grpc.unary_stream_rpc_method_handler(
                     servicer.DummyDownload,
                     request_deserializer=peerfind_dot_v1_dot_transfer__pb2.FileRequest.FromString,
@@ -94,6 +119,33 @@ def add_FileTransferServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FileTransfer:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Download(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/peerfind.v1.FileTransfer/Download',
+            peerfind_dot_v1_dot_transfer__pb2.FileRequest.SerializeToString,
+            peerfind_dot_v1_dot_transfer__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def DummyDownload(request,

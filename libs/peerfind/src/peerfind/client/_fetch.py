@@ -1,0 +1,326 @@
+"""`fetch_file`: a real download, from several owners at once, resumable, verified.
+
+    hits = await locate(url, "movie.mkv")
+    sha256, owners = pick_version(hits)
+    result = await fetch_file(owners, Path("movie.mkv"), sources=3)
+
+The file is cut into pieces of `piece_size` bytes. Up to `sources` owners of the
+same SHA-256 each take the next missing piece and stream it (`Download` pinned to
+that SHA-256, so no owner can serve another version) straight into `PATH.part` at
+its offset. An owner that fails puts its piece back and stops; the others take it.
+After each piece, `PATH.part.json` records the pieces done (written to a temporary
+file and renamed, so it is never half-written); a later run with the same version
+and piece size resumes from it. When every piece is in, the whole `.part` is
+hashed, and renamed over PATH only if the digest is the one asked for: a mismatch
+removes the partial file, so no wrong file is ever left at PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from peerfind.api import SearchHit
+from peerfind.client._results import FetchResult
+from peerfind.client._transfer import TransferClient
+from peerfind.errors import ClientError
+from peerfind.tls import TlsFiles
+
+__all__ = [
+    "DEFAULT_PIECE_SIZE",
+    "DEFAULT_SOURCES",
+    "LocalWriteError",
+    "fetch_file",
+    "pick_version",
+]
+
+DEFAULT_PIECE_SIZE = 8 * 1024 * 1024
+DEFAULT_SOURCES = 3
+_HASH_READ = 1024 * 1024
+_STATE_VERSION = 1
+
+Progress = Callable[[int], object]
+"""Called with the bytes gained (negative: a failed piece's bytes given back)."""
+
+
+def pick_version(hits: list[SearchHit], sha256: str | None = None) -> tuple[str, list[SearchHit]]:
+    """The version to fetch and its owners (one hit per peer, with a gRPC address).
+
+    Without `sha256`, the version most owners hold. ClientError when no owner
+    can serve a hashed copy.
+    """
+    if not hits:
+        raise ClientError("no owner to download from")
+    name = hits[0].name
+    groups: dict[str, dict[str, SearchHit]] = {}
+    for hit in hits:
+        if hit.sha256 and hit.grpc_address:
+            groups.setdefault(hit.sha256.lower(), {}).setdefault(hit.peer_id, hit)
+    if sha256 is not None:
+        chosen = groups.get(sha256.lower())
+        if not chosen:
+            raise ClientError(f"no owner of {name!r} holds the version with sha256 {sha256}")
+        return sha256.lower(), list(chosen.values())
+    if not groups:
+        owners = ", ".join(sorted({hit.peer_id for hit in hits}))
+        raise ClientError(
+            f"{name!r} is on {owners}, but no owner has hashed it yet; retry in a moment"
+        )
+    best = max(groups, key=lambda digest: len(groups[digest]))
+    return best, list(groups[best].values())
+
+
+class LocalWriteError(ClientError):
+    """The local disk refused a write (full, read-only, ...): no owner can help."""
+
+
+def _disk_error(path: Path, exc: OSError) -> LocalWriteError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LocalWriteError(f"disk full writing {path}")
+    return LocalWriteError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+class _Part:
+    """`PATH.part` and its record of done pieces `PATH.part.json`."""
+
+    def __init__(self, output: Path, sha256: str, size: int, piece_size: int) -> None:
+        self.path = output.with_name(output.name + ".part")
+        self.state_path = output.with_name(output.name + ".part.json")
+        self.sha256 = sha256
+        self.size = size
+        self.piece_size = piece_size
+        self.pieces = -(-size // piece_size)
+        self.done: set[int] = set()
+        self.fd = -1
+
+    def open(self) -> None:
+        """Open the part file, resuming it when its record matches this download."""
+        self.done = self._load()
+        try:
+            if self.done:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            else:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
+                if self.size:
+                    # Reserve the space now: a full disk fails here, not at 90 %.
+                    os.posix_fallocate(self.fd, 0, self.size)
+                self.save()
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+
+    def _load(self) -> set[int]:
+        try:
+            state = json.loads(self.state_path.read_text())
+            if os.stat(self.path).st_size != self.size:
+                return set()
+        except (OSError, ValueError):
+            return set()
+        expected = {
+            "version": _STATE_VERSION,
+            "sha256": self.sha256,
+            "size": self.size,
+            "piece_size": self.piece_size,
+        }
+        if not isinstance(state, dict) or any(state.get(k) != v for k, v in expected.items()):
+            return set()
+        done = state.get("done")
+        if not isinstance(done, list):
+            return set()
+        return {i for i in done if isinstance(i, int) and 0 <= i < self.pieces}
+
+    def save(self) -> None:
+        state = {
+            "version": _STATE_VERSION,
+            "sha256": self.sha256,
+            "size": self.size,
+            "piece_size": self.piece_size,
+            "done": sorted(self.done),
+        }
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            raise _disk_error(self.state_path, exc) from None
+
+    def write(self, offset: int, data: bytes) -> None:
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+
+    def piece_range(self, index: int) -> tuple[int, int]:
+        start = index * self.piece_size
+        return start, min(self.piece_size, self.size - start)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        buf = bytearray(_HASH_READ)
+        view = memoryview(buf)
+        offset = 0
+        while n := os.preadv(self.fd, [view], offset):
+            h.update(view[:n])
+            offset += n
+        return h.hexdigest()
+
+    def finish(self, output: Path) -> None:
+        """fsync, rename over `output`, drop the record."""
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.replace(self.path, output)
+            self.state_path.unlink(missing_ok=True)
+            dir_fd = os.open(output.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise _disk_error(output, exc) from None
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.is_dir():
+        raise ClientError(f"{output} is a directory")
+    if output.exists() and not force:
+        raise ClientError(f"{output} exists; pass --force to overwrite it")
+    if not output.parent.is_dir():
+        raise ClientError(f"no directory {output.parent} to write {output.name} into")
+
+
+class _Scheduler:
+    """Hands pieces to workers; a failed piece goes back to the front of the queue."""
+
+    def __init__(self, pending: list[int]) -> None:
+        self.pending = deque(pending)
+        self.in_flight = 0
+        self.changed = asyncio.Condition()
+
+    async def take(self) -> int | None:
+        async with self.changed:
+            while not self.pending:
+                if self.in_flight == 0:
+                    return None
+                await self.changed.wait()
+            self.in_flight += 1
+            return self.pending.popleft()
+
+    async def settle(self, piece: int, ok: bool) -> None:
+        async with self.changed:
+            self.in_flight -= 1
+            if not ok:
+                self.pending.appendleft(piece)
+            self.changed.notify_all()
+
+
+async def fetch_file(
+    owners: list[SearchHit],
+    output: Path,
+    *,
+    sha256: str,
+    sources: int = DEFAULT_SOURCES,
+    piece_size: int = DEFAULT_PIECE_SIZE,
+    force: bool = False,
+    on_progress: Progress | None = None,
+    tls: TlsFiles | None = None,
+    rpc_timeout_s: float | None = None,
+) -> FetchResult:
+    """Download the version `sha256` of a file from up to `sources` of `owners`."""
+    if not owners:
+        raise ClientError("no owner to download from")
+    if sources < 1:
+        raise ClientError("sources must be at least 1")
+    if piece_size < 1:
+        raise ClientError("piece size must be positive")
+    name, size = owners[0].name, owners[0].size
+    _check_output(output, force)
+    part = _Part(output, sha256, size, piece_size)
+    part.open()
+    started = time.perf_counter()
+    resumed = sum(part.piece_range(i)[1] for i in part.done)
+    if on_progress is not None and resumed:
+        on_progress(resumed)
+    fetched = 0
+    used = owners[:sources]
+    failed: dict[str, str] = {}
+    scheduler = _Scheduler([i for i in range(part.pieces) if i not in part.done])
+
+    async def worker(owner: SearchHit) -> None:
+        nonlocal fetched
+        async with TransferClient(owner.grpc_address, tls=tls, timeout=rpc_timeout_s) as client:
+            while (piece := await scheduler.take()) is not None:
+                start, length = part.piece_range(piece)
+                got = 0
+
+                def sink(offset: int, data: bytes) -> None:
+                    nonlocal got
+                    part.write(offset, data)
+                    got += len(data)
+                    if on_progress is not None:
+                        on_progress(len(data))
+
+                try:
+                    await client.fetch_range(name, start, length, sink, sha256=sha256)
+                except ClientError as exc:
+                    if on_progress is not None and got:
+                        on_progress(-got)
+                    await scheduler.settle(piece, ok=False)
+                    if isinstance(exc, LocalWriteError):
+                        raise
+                    failed[owner.peer_id] = str(exc)
+                    return
+                fetched += got
+                part.done.add(piece)
+                part.save()
+                await scheduler.settle(piece, ok=True)
+
+    try:
+        results = await asyncio.gather(*(worker(o) for o in used), return_exceptions=True)
+        for outcome in results:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if len(part.done) != part.pieces:
+            why = "; ".join(f"{peer}: {error}" for peer, error in failed.items())
+            raise ClientError(
+                f"every owner failed ({why}); {len(part.done)} of {part.pieces} pieces are "
+                f"in {part.path}: run again to resume"
+            )
+        digest = await asyncio.to_thread(part.digest)
+        if digest != sha256:
+            part.discard()
+            raise ClientError(
+                f"hash mismatch for {name}: got sha256 {digest}, expected {sha256}; "
+                "the partial file was removed"
+            )
+        part.finish(output)
+    finally:
+        part.close()
+    return FetchResult(
+        name=name,
+        path=str(output),
+        size=size,
+        sha256=sha256,
+        owners=[o.peer_id for o in used],
+        failed_owners=sorted(failed),
+        bytes_fetched=fetched,
+        resumed_bytes=resumed,
+        seconds=time.perf_counter() - started,
+    )
