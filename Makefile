@@ -4,13 +4,16 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 UV ?= $(PYTHON) -m uv
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR := .run
 LOCAL_ROOT := $(RUN_DIR)/local
 PYTEST_ARGS ?=
+PEERS ?= 3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
+# uv syncs into $(VENV), not always .venv: `make VENV=.venv-3.13 PYTHON=.../python3.13 test`.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help install proto check-proto lint lint-containers fmt test test-unit test-integration \
         test-compose demo bench sim local-up local-down local-status up down ps logs clean
@@ -63,8 +66,8 @@ bench: install ## Benchmarks against same-run baselines; writes bench/results/la
 sim: install ## Simulate 1,000 and 10,000 peers running our search code; writes sim/results/
 	$(PY) -m sim $(SIM_ARGS)
 
-local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
-	$(PY) -m peerfind_devnet up --root $(LOCAL_ROOT)
+local-up: install ## Start PEERS (default 3, up to 50) peers as local processes (REST :800K, gRPC :5005K)
+	$(PY) -m peerfind_devnet up --root $(LOCAL_ROOT) --peers '$(PEERS)'
 
 local-down: ## Stop the local peers started by local-up
 	@if [ -x $(PY) ]; then $(PY) -m peerfind_devnet down --root $(LOCAL_ROOT); else echo "nothing to stop"; fi
@@ -72,8 +75,8 @@ local-down: ## Stop the local peers started by local-up
 local-status: install ## Show the local peers' processes
 	$(PY) -m peerfind_devnet status --root $(LOCAL_ROOT)
 
-up: install ## Run three peers in containers (Docker, else a local Podman); returns when healthy
-	$(PY) scripts/stack.py up
+up: install ## Run PEERS (default 3, up to 50) peers in containers (Docker, else a local Podman); returns when healthy
+	$(PY) scripts/stack.py up --peers '$(PEERS)'
 
 down: ## Remove the containers, networks and volumes of `make up`
 	@$(PYTHON) scripts/stack.py down
