@@ -285,24 +285,3 @@ def test_grafana_gets_the_provisioning_and_dashboards_the_files_expect() -> None
     )
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     assert set(grafana["networks"]) & set(compose_config()["services"]["prometheus"]["networks"])
-
-
-def test_the_fourth_peer_example_extends_the_stack_like_local_mode(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """docs/operations.md's "Adding a peer": compose.peer4.yaml on top of compose.yaml."""
-    config = compose_config(extra=COMPOSE_DIR / "compose.peer4.yaml")
-    services = config["services"]
-    local = {spec.peer_id: spec for spec in standard_specs(Path("/unused"), count=4)}
-    assert published(services["peer4-directory"]) == {8000: ("127.0.0.1", local["peer4"].rest_port)}
-    assert published(services["peer4-transfer"]) == {50051: ("127.0.0.1", local["peer4"].grpc_port)}
-    assert config["networks"]["peer4"].get("internal") is True
-    assert "peer4" in services["prometheus"]["networks"]
-    settings = peer_settings("peer4", monkeypatch)
-    assert settings.grpc_advertise == f"127.0.0.1:{local['peer4'].grpc_port}"
-    assert (settings.friend_primary, settings.friend_backup) == (
-        "http://peer3-directory:8000",
-        "http://peer1-directory:8000",
-    )
-    shared = mounts(services["peer4-indexer"])["/srv/peerfind/shared"]
-    assert Path(shared["source"]) == REPO_ROOT / "deploy" / "samples" / "peer4"
