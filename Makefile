@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-UV ?= $(PYTHON) -m uv
+UV_VENV := .run/uv
+# uv from $(PYTHON) when it has it (CI, pyenv), else from a small venv of ours: a distro's
+# python3 refuses `pip install` outside a venv (PEP 668) and may have no pip at all.
+UV ?= $(if $(shell $(PYTHON) -m uv --version 2>/dev/null),$(PYTHON) -m uv,$(UV_VENV)/bin/uv)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR := .run
@@ -22,7 +25,8 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproject.toml
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || { echo "installing uv from PyPI"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
+	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv from PyPI into $(UV_VENV)"; \
+		$(PYTHON) -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install --quiet --disable-pip-version-check uv; }
 	$(UV) sync --frozen --all-packages
 	@touch $@
 
