@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers import FAST, get, make_shared
+from helpers import build_specs, get
 
-from peerfind_devnet import Devnet, free_port, standard_specs
+from peerfind_devnet import Devnet
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 COUNT = 12
@@ -19,16 +19,8 @@ PEERS = [f"peer{k}" for k in range(1, COUNT + 1)]
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     root = tmp_path_factory.mktemp("many")
-    specs = standard_specs(
-        root,
-        count=COUNT,
-        hosts=HOSTS,
-        rest_ports=[free_port(h) for h in HOSTS],
-        grpc_ports=[free_port(h) for h in HOSTS],
-        shared_dirs=make_shared(root, COUNT),
-        # Enough fanout to ask every other peer at the first hop.
-        extra={**FAST, "max_fanout": COUNT - 1, "max_peers_per_network": 64},
-    )
+    # Enough fanout to ask every other peer at the first hop.
+    specs = build_specs(root, COUNT, hosts=HOSTS, max_fanout=COUNT - 1, max_peers_per_network=64)
     net = Devnet(root, specs)
     with net.running(deadline_s=120):  # starts one by one, then waits for convergence
         yield net
