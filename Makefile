@@ -3,14 +3,20 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-UV ?= $(PYTHON) -m uv
-VENV := .venv
+UV_VENV := .run/uv
+# uv from $(PYTHON) when it has it (CI, pyenv), else from a small venv of ours: a distro's
+# python3 refuses `pip install` outside a venv (PEP 668) and may have no pip at all.
+UV ?= $(if $(shell $(PYTHON) -m uv --version 2>/dev/null),$(PYTHON) -m uv,$(UV_VENV)/bin/uv)
+VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR := .run
 LOCAL_ROOT := $(RUN_DIR)/local
 PYTEST_ARGS ?=
+PEERS ?= 3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
+# uv syncs into $(VENV), not always .venv: `make VENV=.venv-3.13 PYTHON=.../python3.13 test`.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help install proto check-proto lint lint-containers fmt test test-unit test-integration \
         test-compose demo bench sim local-up local-down local-status up down ps logs clean
@@ -19,7 +25,8 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproject.toml
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || { echo "installing uv from PyPI"; $(PYTHON) -m pip install --quiet --disable-pip-version-check uv; }
+	@$(UV) --version >/dev/null 2>&1 || { echo "installing uv from PyPI into $(UV_VENV)"; \
+		$(PYTHON) -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install --quiet --disable-pip-version-check uv; }
 	$(UV) sync --frozen --all-packages
 	@touch $@
 
@@ -64,8 +71,8 @@ sim: install ## Simulate 1,000 and 10,000 peers running our search code; writes 
 	$(PY) -m sim $(SIM_ARGS)
 	$(PY) -m sim.report
 
-local-up: install ## Start three peers as local processes (REST :8001-8003, gRPC :50051-50053)
-	$(PY) -m peerfind_devnet up --root $(LOCAL_ROOT)
+local-up: install ## Start PEERS (default 3, up to 50) peers as local processes (REST :800K, gRPC :5005K)
+	$(PY) -m peerfind_devnet up --root $(LOCAL_ROOT) --peers '$(PEERS)'
 
 local-down: ## Stop the local peers started by local-up
 	@if [ -x $(PY) ]; then $(PY) -m peerfind_devnet down --root $(LOCAL_ROOT); else echo "nothing to stop"; fi
@@ -73,8 +80,8 @@ local-down: ## Stop the local peers started by local-up
 local-status: install ## Show the local peers' processes
 	$(PY) -m peerfind_devnet status --root $(LOCAL_ROOT)
 
-up: install ## Run three peers in containers (Docker, else a local Podman); returns when healthy
-	$(PY) scripts/stack.py up
+up: install ## Run PEERS (default 3, up to 50) peers in containers (Docker, else a local Podman); returns when healthy
+	$(PY) scripts/stack.py up --peers '$(PEERS)'
 
 down: ## Remove the containers, networks and volumes of `make up`
 	@$(PYTHON) scripts/stack.py down

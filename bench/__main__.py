@@ -3,6 +3,7 @@
     python -m bench                     # everything (what `make bench` runs)
     python -m bench --quick             # lighter runs of everything
     python -m bench --only transfer --only scan
+    python -m bench --only footprint       # memory per peer (about 80 s)
     python -m bench --list
 
 A `--only` or `--quick` run writes `bench/results/partial.json` (and .png) and
@@ -37,6 +38,7 @@ FAMILIES = {
     "freshness": "bench.freshness",
     "memory": "bench.memory",
     "query": "bench.query",
+    "footprint": "bench.footprint",
 }
 
 

