@@ -95,6 +95,7 @@ PEER = """\
     volumes:
       - ./peers/peer{k}.json:/etc/peerfind/peer.json:ro
       - peer{k}-state:/var/lib/peerfind
+      - {share}:/srv/peerfind/shared:ro
 
   peer{k}-indexer:
     extends: {{file: {base}services.yaml, service: indexer}}
