@@ -48,7 +48,12 @@ _FIELD, _NESTED_MESSAGE, _NESTED_ENUM, _METHOD, _ENUM_VALUE = 2, 3, 4, 2, 2
 
 # FastAPI takes a status's meaning from http.HTTPStatus, whose phrases follow RFC 9110
 # from Python 3.13 on: the reference uses those, whichever Python generates it.
-RFC9110_PHRASES = {"Unprocessable Entity": "Unprocessable Content"}
+RFC9110_PHRASES = {
+    "Unprocessable Entity": "Unprocessable Content",
+    "Requested Range Not Satisfiable": "Range Not Satisfiable",
+    "Request Entity Too Large": "Content Too Large",
+    "Request-URI Too Long": "URI Too Long",
+}
 
 
 def markers(region: str) -> tuple[str, str]:
