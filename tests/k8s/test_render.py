@@ -307,8 +307,12 @@ def test_state_and_shared_folder_are_per_peer_volumes(base_docs: list[Manifest])
         for m in c["volumeMounts"]
         if m["name"] == "shared"
     }
-    # Only the indexer sees the shared folder (writable there: `kubectl cp -c indexer`).
-    assert shared_mounts == {"indexer": {"name": "shared", "mountPath": "/srv/peerfind/shared"}}
+    # The indexer sees the shared folder writable (`kubectl cp -c indexer`); the transfer
+    # service reads the files it serves (Download) read-only; the directory never sees it.
+    assert shared_mounts == {
+        "indexer": {"name": "shared", "mountPath": "/srv/peerfind/shared"},
+        "transfer": {"name": "shared", "mountPath": "/srv/peerfind/shared", "readOnly": True},
+    }
 
 
 def test_headless_service_names_every_pod(base_docs: list[Manifest]) -> None:
