@@ -18,7 +18,7 @@ import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
 
@@ -42,6 +42,16 @@ KEEPALIVE_EXPIRY_S = 4.0
 MAX_CONNECTIONS_PER_PEER = 8
 # A full search answer of max_results hits is well under 1 MiB.
 DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
+class RequestOptions(TypedDict, total=False):
+    """What a call to a peer may carry besides its method and URL."""
+
+    params: Mapping[str, str | int] | None
+    json_body: Any
+    headers: Mapping[str, str] | None
+    server_hostname: str | None  # the TLS name when connecting to a pinned address
+    max_bytes: int | None  # the answer's cap (default: max_answer_bytes)
 
 
 class PeerCallError(Exception):
@@ -112,26 +122,14 @@ class PeerHttp:
         method: str,
         url: str,
         *,
-        params: Mapping[str, str | int] | None = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        server_hostname: str | None = None,
         timeout_s: float | None = None,
-        max_bytes: int | None = None,
+        **options: Unpack[RequestOptions],
     ) -> PeerAnswer:
         """One request with a total deadline and a capped answer. Raises PeerCallError."""
         deadline = self.timeout_s if timeout_s is None else timeout_s
         try:
             async with asyncio.timeout(deadline):
-                return await self.request(
-                    method,
-                    url,
-                    params=params,
-                    json_body=json_body,
-                    headers=headers,
-                    server_hostname=server_hostname,
-                    max_bytes=max_bytes,
-                )
+                return await self.request(method, url, **options)
         except TimeoutError:
             raise PeerCallError("timeout") from None
         except aiohttp.ClientConnectorError as exc:
@@ -139,17 +137,7 @@ class PeerHttp:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise PeerCallError(short_error(exc)) from None
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        server_hostname: str | None = None,
-        max_bytes: int | None = None,
-    ) -> PeerAnswer:
+    async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> PeerAnswer:
         """The same request with no deadline of its own and aiohttp's errors as they are:
         for a caller that bounds the call itself (the search router's hop budget)."""
         # A pooled connection the peer closed (it restarted) is no failure: aiohttp sends
@@ -157,13 +145,14 @@ class PeerHttp:
         async with self.session.request(
             method,
             url,
-            params=params,
-            json=json_body,
-            headers=headers,
-            server_hostname=server_hostname,
+            params=options.get("params"),
+            json=options.get("json_body"),
+            headers=options.get("headers"),
+            server_hostname=options.get("server_hostname"),
             allow_redirects=False,
         ) as response:
-            cap = self.max_answer_bytes if max_bytes is None else max_bytes
+            cap = options.get("max_bytes")
+            cap = self.max_answer_bytes if cap is None else cap
             return PeerAnswer(response.status, await self._read(response, cap))
 
     @staticmethod
