@@ -6,7 +6,7 @@ them, except that the functions they are given talk to this module instead of a 
 
 - `forward` sends a search request to another virtual peer: one-way latency there, the
   target's processing time, the target's own router, one-way latency back;
-- membership's `PeerCalls` (health, register) travel the same way;
+- membership's `PeerCalls` (health, register, overlay messages) travel the same way;
 - the local search is a substring match over the peer's file names.
 
 The link model (`LinkModel`): per-link one-way latency drawn once from a log-normal
@@ -28,10 +28,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from directory.membership import Membership, PeerUnavailable, RegistrationError
+from directory.overlay import Descriptor
 from directory.peers import Peer, PeerTable
 from directory.search import SearchParams, SearchPolicy, SearchRouter, SeenQueries
 from directory.urlguard import PinnedUrl
-from peerfind.api import RegisterResponse, SearchResponse
+from peerfind.api import OverlayAnswer, OverlayMessage, RegisterResponse, SearchResponse
 from peerfind.config import PeerSettings
 from peerfind.index import FileEntry
 
@@ -152,7 +153,7 @@ class SimNetwork:
         self,
         model: LinkModel,
         *,
-        max_peers: int = _DEFAULTS["max_peers"].default,
+        max_peers: int = _DEFAULTS["active_view"].default,
         max_per_network: int = _DEFAULTS["max_peers_per_network"].default,
         max_results: int = _DEFAULTS["max_results"].default,
         seed: int = 1,
@@ -239,7 +240,7 @@ class SimNetwork:
                 self_url="http://10.0.0.1:8000",
                 shared_dir=state,
                 state_dir=state,
-                max_peers=self.max_peers,
+                active_view=self.max_peers,
                 max_peers_per_network=self.max_per_network,
             )
         return base.model_copy(
@@ -257,7 +258,13 @@ class SimNetwork:
         """Give `peer` the product's Membership, over virtual calls."""
         peer.table.friend_urls = set(settings.friends)
         peer.membership = Membership(
-            settings, peer.table, _Calls(self, peer), _Guard(), _NoMemory(), clock=_loop_clock
+            settings,
+            peer.table,
+            _Calls(self, peer),
+            _Guard(),
+            _NoMemory(),
+            clock=_loop_clock,
+            rng=random.Random(peer.rng.getrandbits(64)),
         )
         return peer.membership
 
@@ -380,6 +387,16 @@ class _Calls:
         await self.net._travel(target, self.peer)
         return answer
 
+    async def overlay(
+        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+    ) -> OverlayAnswer:
+        target = await self._go(url)
+        if target.membership is None:
+            raise PeerUnavailable(f"{url} runs no membership")
+        answer = await target.membership.receive(message)
+        await self.net._travel(target, self.peer)
+        return answer
+
 
 class _Guard:
     """The URL guard's pinning, without DNS: every virtual URL is an IP literal."""
@@ -394,7 +411,7 @@ class _NoMemory:
     def load(self) -> list[tuple[str, str, str]]:
         return []
 
-    def save(self, peers: Iterable[Peer]) -> None:
+    def save(self, peers: Iterable[Descriptor]) -> None:
         pass
 
 

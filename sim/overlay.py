@@ -89,10 +89,14 @@ class _Link:
     async def _back(self, target: Descriptor) -> None:
         await asyncio.sleep(self.net.model.latency(self.i, self.net.index[target.peer_id]))
 
-    async def join(self, target: Descriptor, new: Descriptor) -> None:
+    async def join(
+        self, target: Descriptor, new: Descriptor
+    ) -> tuple[Descriptor, list[Descriptor]]:
         node = await self._there(target)
+        offered = list(node.active.values())  # as a peer's /register answer offers them
         self.net.spawn(node.on_join(new))
         await self._back(target)
+        return target, offered
 
     async def forward_join(
         self, target: Descriptor, new: Descriptor, ttl: int, sender: Descriptor
@@ -127,9 +131,11 @@ class _Link:
         node = await self._there(target)
         self.net.spawn(node.on_shuffle_reply(entries))
 
-    async def ping(self, target: Descriptor) -> None:
-        await self._there(target)
+    async def ping(self, target: Descriptor, me: Descriptor) -> bool:
+        node = await self._there(target)
+        mutual = me.peer_id in node.active
         await self._back(target)
+        return mutual
 
 
 @dataclass(frozen=True)

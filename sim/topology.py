@@ -1,8 +1,10 @@
 """The overlays a run searches over.
 
 - `membership`: the overlay peerfind's own membership builds when peers join one by one,
-  each bootstrapping through two earlier peers as friends (the product's `Membership`:
-  registration answers, introductions, table bounds; nothing assumed);
+  each bootstrapping through two earlier peers as friends (the product's `Membership`
+  over virtual REST calls: verified joins, forward-join walks, NEIGHBOR requests, the
+  active view as the search table; nothing assumed), measured after the joins and one
+  heartbeat round;
 - `random_regular`: every peer with the same degree d (networkx);
 - `power_law`: Barabási-Albert preferential attachment (networkx), hubs and leaves;
 - `hyparview`: the bounded overlay of `directory.overlay` (active views), after one-by-one
@@ -25,6 +27,8 @@ __all__ = ["TOPOLOGIES", "build", "graph_of", "shape"]
 TOPOLOGIES = ("membership", "random_regular", "power_law", "hyparview")
 REGULAR_DEGREE = 8
 POWER_LAW_M = 4  # edges each newcomer brings: mean degree ~2m
+JOIN_SETTLE_S = 1.0
+QUIET_ROUNDS = 100
 
 
 async def build(net: SimNetwork, topology: str, n: int, seed: int) -> None:
@@ -69,7 +73,26 @@ async def _join_one_by_one(net: SimNetwork, n: int, rng: random.Random) -> None:
             if friends:
                 await membership.bootstrap()
             await membership.settle()
-        await asyncio.gather(*(p.membership.settle() for p in net.peers if p.membership))
+            # The join's walk and the NEIGHBOR it ends with happen at other peers: virtual
+            # time is free, so give them a second (a walk takes well under one).
+            await asyncio.sleep(JOIN_SETTLE_S)
+        await _quiet(net)
+        # Then every peer's first heartbeat: pings (which mend a view a DISCONNECT
+        # overtook), a top-up, a request to friends that are not neighbours.
+        await asyncio.gather(*(p.membership.heartbeat_once() for p in net.peers if p.membership))
+        await _quiet(net)
+
+
+async def _quiet(net: SimNetwork) -> None:
+    """Until no membership has a message left to handle (each can start more elsewhere)."""
+    members = [p.membership for p in net.peers if p.membership is not None]
+    for _ in range(QUIET_ROUNDS):  # bounded: a repair can start another, but not for ever
+        busy = [m for m in members if m.busy]
+        if not busy:
+            return
+        await asyncio.gather(*(m.settle() for m in busy))
+        await asyncio.sleep(JOIN_SETTLE_S)
+    raise RuntimeError(f"membership still busy after {QUIET_ROUNDS} rounds")
 
 
 def graph_of(net: SimNetwork, *, up_only: bool = False) -> nx.Graph[int]:

@@ -1,7 +1,7 @@
 """Fidelity: ten real peers on 127.0.1.x and the simulator, on the same overlay, with the
 same queries, are answered by the same peers (no loss, no deadline pressure).
 
-The real peers keep small tables (`max_peers` 3), so their overlay is sparse and a search
+The real peers keep small active views (`active_view` 3), so their overlay is sparse and a search
 with a TTL of 1 to 3 reaches part of the network, not all of it. With a fanout above every
 table's size the router asks every neighbour but the sender, so which peers answer depends
 on the overlay and the TTL alone: the simulator, given the real tables, must find the same.
@@ -43,7 +43,7 @@ def _specs(root: Path) -> list[PeerSpec]:
             friend_backup=specs[i - 2].url if i >= 2 else "",
             extra={
                 "peer_networks": ["127.0.0.0/8"],
-                "max_peers": TABLE,
+                "active_view": TABLE,
                 "search_timeout_ms": 5000,
                 "log_format": "text",
             },

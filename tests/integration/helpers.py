@@ -24,6 +24,7 @@ FAST = {
     "heartbeat_interval_s": 0.5,
     "peer_ttl_s": 3.0,
     "bootstrap_retry_s": 1.0,
+    "shuffle_interval_s": 1.0,
     "bootstrap_attempts": 2,
     "index_stale_after_s": 5.0,
     "request_timeout_s": 1.0,

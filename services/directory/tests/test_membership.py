@@ -1,17 +1,34 @@
-"""Membership with fake peer calls and a fake clock: bootstrap, introductions, heartbeat."""
+"""Membership (the overlay over REST) with in-memory peer calls and a fake clock: joins,
+verification, full views, failure detection, re-bootstrap, memory."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from directory.membership import Membership, PeerUnavailable, RegistrationError
-from directory.peers import Peer, PeerTable
+from directory.membership import (
+    MAX_PENDING_MESSAGES,
+    Membership,
+    PeerUnavailable,
+    RegistrationError,
+)
+from directory.overlay import Descriptor
+from directory.peers import PeerTable
 from directory.urlguard import PinnedUrl, UrlRefused
-from peerfind.api import RegisterResponse
+from peerfind.api import (
+    Neighbor,
+    OverlayAnswer,
+    OverlayMessage,
+    OverlayRequest,
+    PeerRef,
+    RegisterResponse,
+)
 from peerfind.config import PeerSettings
 
 
@@ -31,8 +48,8 @@ class Memory:
     def load(self) -> list[tuple[str, str, str]]:
         return list(self.remembered)
 
-    def save(self, peers: Iterable[Peer]) -> None:
-        self.saved.append([p.peer_id for p in peers])
+    def save(self, peers: Iterable[Descriptor]) -> None:
+        self.saved.append(sorted(p.peer_id for p in peers))
 
 
 class Guard:
@@ -62,7 +79,7 @@ class Net:
     def url(self, n: int) -> str:
         return f"http://10.0.{n}.1:8000"
 
-    def add(self, n: int, friends: tuple[int, ...] = (), max_peers: int = 64) -> Membership:
+    def add(self, n: int, friends: tuple[int, ...] = (), **extra: Any) -> Membership:
         settings = PeerSettings(
             peer_id=f"p{n}",
             host=f"10.0.{n}.1",
@@ -73,18 +90,25 @@ class Net:
             state_dir=self.tmp / f"state{n}",
             friend_primary=self.url(friends[0]) if friends else "",
             friend_backup=self.url(friends[1]) if len(friends) > 1 else "",
-            max_peers=max_peers,
             bootstrap_attempts=1,
+            **extra,
         )
         table = PeerTable(
             settings.peer_id,
             ttl_s=settings.peer_ttl_s,
-            max_peers=max_peers,
+            max_peers=settings.active_view,
             friend_urls=settings.friends,
             clock=self.clock,
+            max_per_network=settings.max_peers_per_network,
         )
         member = Membership(
-            settings, table, Calls(self, settings.self_url), Guard(), Memory(), clock=self.clock
+            settings,
+            table,
+            Calls(self, settings.self_url),
+            Guard(),
+            Memory(),
+            clock=self.clock,
+            rng=random.Random(n),
         )
         self.nodes[settings.self_url] = member
         return member
@@ -96,8 +120,20 @@ class Net:
             raise PeerUnavailable(f"cannot reach {url}: connection refused")
         return node
 
+    async def settle(self) -> None:
+        """Until no peer has a message left to handle."""
+        for _ in range(100):
+            busy = [m for m in self.nodes.values() if m._background]
+            if not busy:
+                return
+            for member in busy:
+                await member.settle()
+        raise AssertionError("the messages never settled")
+
 
 class Calls:
+    """`PeerCalls` in memory; overlay messages go through their JSON form, as on the wire."""
+
     def __init__(self, net: Net, self_url: str) -> None:
         self.net = net
         self.self_url = self_url
@@ -112,26 +148,39 @@ class Calls:
     async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
         return await self.net.reach(url, "register", self.self_url).welcome(self.self_url)
 
+    async def overlay(
+        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+    ) -> OverlayAnswer:
+        node = self.net.reach(url, message.kind, self.self_url)
+        wire = OverlayRequest.model_validate({"message": message.model_dump(mode="json")})
+        return await node.receive(wire.message)
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> Net:
     return Net(tmp_path)
 
 
-def known(member: Membership) -> set[str]:
-    return {p.peer_id for p in member.table.peers()}
+def active(member: Membership) -> set[str]:
+    assert set(member.overlay.active) == {p.peer_id for p in member.table.peers()}
+    return set(member.overlay.active)
 
 
-async def test_bootstrap_registers_with_the_primary_and_meets_its_peers(net: Net) -> None:
+async def test_a_join_walks_the_overlay_so_three_peers_become_a_mesh(net: Net) -> None:
     p1 = net.add(1)
     p2 = net.add(2, (1,))
     p3 = net.add(3, (2, 1))
     assert (await p2.bootstrap()).ok
+    await net.settle()
     answer = await p3.bootstrap()
-    assert answer.ok and answer.friend == net.url(2) and answer.learned == 1
-    assert known(p3) == {"p1", "p2"}
-    assert known(p1) == {"p2", "p3"}  # p3 introduced itself to p1
-    assert p3.table.get("p2") is not None and p3.table.get("p2").friend  # type: ignore[union-attr]
+    await net.settle()
+    assert answer.ok and answer.friend == net.url(2) and answer.friend_peer_id == "p2"
+    assert answer.learned == 1  # p2 offered p1
+    # p2 forwarded the join to p1, whose walk ended there: p1 connected to p3.
+    assert (active(p1), active(p2), active(p3)) == ({"p2", "p3"}, {"p1", "p3"}, {"p1", "p2"})
+    assert p3.table.get("p2").friend  # type: ignore[union-attr]
+    assert p3.table.get("p1").grpc_address == p1.settings.grpc_advertise  # type: ignore[union-attr]
+    p3._save_if_changed()
     assert p3.memory.saved[-1] == ["p1", "p2"]  # type: ignore[attr-defined]
 
 
@@ -146,68 +195,147 @@ async def test_bootstrap_falls_back_to_the_backup_friend(net: Net) -> None:
     assert "connection refused" in answer.errors[0]
 
 
-async def test_registration_refused_by_the_guard_adds_nobody(net: Net) -> None:
+async def test_a_join_refused_by_the_guard_adds_nobody(net: Net) -> None:
     p1 = net.add(1)
     net.add(2)
     p1.guard.refused.add(net.url(2))  # type: ignore[attr-defined]
     with pytest.raises(RegistrationError) as info:
-        await p1.register(net.url(2))
+        await p1.welcome(net.url(2))
     assert info.value.reason == "forbidden_address"
-    assert known(p1) == set()
+    await net.settle()
+    assert active(p1) == set() and not p1.overlay.passive
 
 
-async def test_a_full_table_refuses_a_newcomer(net: Net) -> None:
-    p1 = net.add(1, max_peers=1)
+async def test_a_full_peer_makes_room_and_leaves_no_newcomer_isolated(net: Net) -> None:
+    tiny = {"active_view": 2, "passive_view": 3}
+    p1 = net.add(1, **tiny)
+    members = [p1]
+    for n in range(2, 7):  # every newcomer joins through p1, full from the third on
+        member = net.add(n, (1,), **tiny)
+        assert (await member.bootstrap()).ok
+        await net.settle()
+        members.append(member)
+    assert len(active(p1)) == 2 and p1.overlay.passive  # made room, refused nobody
+    for member in members:  # nobody isolated, no view over its bound, views symmetric
+        assert 1 <= len(active(member)) <= 2 and len(member.overlay.passive) <= 3
+        for other in active(member):
+            assert member.me.peer_id in active(net.nodes[net.url(int(other[1:]))])
+    reached, todo = {"p1"}, ["p1"]
+    while todo:  # and the overlay is one component
+        for other in active(net.nodes[net.url(int(todo.pop()[1:]))]) - reached:
+            reached.add(other)
+            todo.append(other)
+    assert reached == {m.me.peer_id for m in members}
+
+
+async def test_a_neighbour_must_answer_as_the_peer_it_claims_to_be(net: Net) -> None:
+    p1 = net.add(1)
     net.add(2)
-    net.add(3)
-    await p1.register(net.url(2))
+    impostor = Neighbor(kind="neighbor", peer=PeerRef(peer_id="p2", url=net.url(9)), high=True)
+    net.add(9)  # answers /health as p9
     with pytest.raises(RegistrationError) as info:
-        await p1.register(net.url(3))
-    assert (info.value.reason, info.value.status) == ("table_full", 503)
+        await p1.receive(impostor)
+    assert (info.value.reason, info.value.status) == ("wrong_peer", 409)
+    assert active(p1) == set()
 
 
-async def test_heartbeat_marks_failures_prunes_after_the_ttl_and_keeps_friends(net: Net) -> None:
-    p1 = net.add(1)
+async def test_a_failed_ping_drops_the_neighbour_and_the_passive_view_replaces_it(
+    net: Net,
+) -> None:
+    net.add(1)
     p2 = net.add(2, (1,))
-    net.add(3)
+    p3 = net.add(3, (1,))
+    p4 = net.add(4, (1,), active_view=2)
+    for member in (p2, p3):
+        await member.bootstrap()
+        await net.settle()
+    await p4.bootstrap()
+    await net.settle()
+    assert len(active(p4)) == 2
+    gone = next(iter(p4.overlay.active))
+    net.down.add(net.url(int(gone[1:])))
+    await p4.heartbeat_once()
+    await net.settle()
+    assert gone not in active(p4) and len(active(p4)) == 2
+    assert p4.overlay.stats.replacements >= 1
+
+
+async def test_a_search_failure_makes_a_neighbour_suspect_and_a_failed_ping_drops_it(
+    net: Net,
+) -> None:
+    net.add(1)
+    p2 = net.add(2, (1,))
     await p2.bootstrap()
-    await p2.register(net.url(3))
-    net.down.update({net.url(1), net.url(3)})
-    await p2.heartbeat_once()
-    assert {p.peer_id: p.state for p in p2.table.peers()} == {"p1": "suspect", "p3": "suspect"}
-    net.clock.now += p2.settings.peer_ttl_s + 1
-    await p2.heartbeat_once()
-    # The friend is kept as down (and keeps being checked); the other is pruned.
-    assert {p.peer_id: p.state for p in p2.table.peers()} == {"p1": "down"}
+    await net.settle()
+    net.down.add(net.url(1))  # hung: searches time out on it, and so does a ping
+    p2.table.mark_failed("p1")  # what the router does when a forward times out
+    await net.settle()
+    assert active(p2) == set()
+    # A neighbour that is only slow answers the ping and stays.
     net.down.clear()
-    p1.table.remove("p2")  # p1 restarted and forgot p2
-    await p2.heartbeat_once()
-    assert p2.table.get("p1").state == "alive"  # type: ignore[union-attr]
-    await p2.settle()  # "is back": registers with it again
-    assert "p2" in known(p1)
+    await p2.bootstrap()
+    await net.settle()
+    p2.table.mark_failed("p1")
+    await net.settle()
+    assert active(p2) == {"p1"} and p2.table.get("p1").state == "alive"  # type: ignore[union-attr]
 
 
-async def test_heartbeat_reannounces_once_per_half_ttl(net: Net) -> None:
+async def test_an_isolated_peer_joins_again_through_its_friends(net: Net) -> None:
     p1 = net.add(1)
     p2 = net.add(2, (1,))
+    net.down.add(net.url(1))
+    assert not (await p2.bootstrap()).ok
+    net.down.clear()
+    await p2.heartbeat_once()  # not yet: bootstrap_retry_s has not passed
+    await net.settle()
+    assert active(p2) == set()
+    net.clock.now += p2.settings.bootstrap_retry_s
+    await p2.heartbeat_once()
+    await net.settle()
+    assert active(p2) == {"p1"} and active(p1) == {"p2"}
+
+
+async def test_a_neighbour_silent_for_the_ttl_is_dropped(net: Net) -> None:
+    net.add(1)
+    p2 = net.add(2, (1,))
     await p2.bootstrap()
-    net.calls.clear()
+    await net.settle()
+    net.clock.now += p2.settings.peer_ttl_s + 1  # no answer counted for that long
     await p2.heartbeat_once()
-    await p2.settle()
-    assert [k for caller, k, _ in net.calls if caller == net.url(2)] == ["health"]
-    net.clock.now += p2.settings.peer_ttl_s / 2
-    await p2.heartbeat_once()
-    await p2.settle()
-    calls = [k for caller, k, _ in net.calls if caller == net.url(2)]
-    assert calls == ["health", "health", "register"]
-    assert "p2" in known(p1)
+    await net.settle()
+    assert not p2.table.unseen(p2.settings.peer_ttl_s)
+    assert p2.overlay.stats.failures == 1  # dropped, then taken back (p1 answers again)
 
 
-async def test_a_new_peer_at_a_known_url_replaces_the_old_entry(net: Net) -> None:
+async def test_remembered_peers_are_passive_entries_promoted_when_friends_are_gone(
+    net: Net,
+) -> None:
+    net.add(1)
+    p2 = net.add(2)
+    p3 = net.add(3, (9,))  # its friend never answers
+    p3.memory.remembered = [("p2", net.url(2), "")]  # type: ignore[attr-defined]
+    await p3.start()
+    await net.settle()
+    assert active(p3) == {"p2"} and "p3" in active(p2)
+
+
+async def test_one_way_messages_are_refused_when_too_many_are_in_progress(net: Net) -> None:
     p1 = net.add(1)
-    net.add(2)
-    await p1.register(net.url(2))
-    impostor = net.add(9)
-    net.nodes[net.url(2)] = impostor  # p9 now answers at p2's address
-    await p1.heartbeat_once()
-    assert known(p1) == {"p9"}
+    never = asyncio.Event()
+    for _ in range(MAX_PENDING_MESSAGES):
+        p1._spawn(never.wait())  # type: ignore[arg-type]
+    shuffle = OverlayRequest.model_validate(
+        {
+            "message": {
+                "kind": "shuffle",
+                "origin": {"peer_id": "p2", "url": net.url(2)},
+                "entries": [],
+                "ttl": 1,
+                "sender": {"peer_id": "p2", "url": net.url(2)},
+            }
+        }
+    ).message
+    with pytest.raises(RegistrationError) as info:
+        await p1.receive(shuffle)
+    assert (info.value.reason, info.value.status) == ("busy", 503)
+    await p1.close()

@@ -24,8 +24,11 @@ class Link:
         if target.peer_id in self.down:
             raise ConnectionRefusedError(target.peer_id)
 
-    async def join(self, target: Descriptor, new: Descriptor) -> None:
+    async def join(
+        self, target: Descriptor, new: Descriptor
+    ) -> tuple[Descriptor, list[Descriptor]]:
         self._go("join", target)
+        return target, []
 
     async def forward_join(
         self, target: Descriptor, new: Descriptor, ttl: int, sender: Descriptor
@@ -54,8 +57,9 @@ class Link:
     ) -> None:
         self._go("shuffle_reply", target)
 
-    async def ping(self, target: Descriptor) -> None:
+    async def ping(self, target: Descriptor, me: Descriptor) -> bool:
         self._go("ping", target)
+        return True
 
 
 def overlay(active: int = 3, passive: int = 5) -> tuple[Overlay, Link]:

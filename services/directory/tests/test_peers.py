@@ -108,7 +108,7 @@ def test_remembered_peers_round_trip(tmp_path: Path, clock: Clock) -> None:
     table.upsert("p2", "http://h2:1", "h2:2")
     path = tmp_path / "state" / "peers.json"
     save_remembered(path, table.peers())
-    assert load_remembered(path) == [("p2", "http://h2:1", "h2:2")]
+    assert load_remembered(path) == [("p2", "http://h2:1", "")]  # addresses are re-verified
     path.write_text("{not json")
     assert load_remembered(path) == []
     assert load_remembered(tmp_path / "missing.json") == []

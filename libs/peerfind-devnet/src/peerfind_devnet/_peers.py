@@ -240,20 +240,35 @@ class Devnet:
             peer.wait_healthy(deadline_s)
 
     def wait_converged(self, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
-        """Until every running peer lists every other running peer as alive."""
+        """Until the running peers' overlay has settled: every active view lists running
+        peers only, all alive; views are symmetric and form one component; and a network
+        no larger than a view is a full mesh."""
         live = [p for p in self.peers.values() if p.running("directory")]
+        ids = {p.spec.peer_id for p in live}
 
         def converged() -> bool:
+            views: dict[str, set[str]] = {}
             for peer in live:
                 body = httpx.get(
                     f"{peer.spec.url}/peers", timeout=2, trust_env=False, verify=peer.spec.verify
                 ).json()
-                alive = {p["peer_id"] for p in body["peers"] if p["state"] == "alive"}
-                if alive != {q.spec.peer_id for q in live} - {peer.spec.peer_id}:
+                view = {p["peer_id"] for p in body["peers"] if p["state"] == "alive"}
+                if len(view) != len(body["peers"]) or not view <= ids:
                     return False
-            return True
+                if len(ids) - 1 <= body["active_size"] and view != ids - {peer.spec.peer_id}:
+                    return False
+                views[peer.spec.peer_id] = view
+            if any(me not in views[other] for me, view in views.items() for other in view):
+                return False
+            reached, todo = set(), [next(iter(views))] if views else []
+            while todo:
+                me = todo.pop()
+                if me not in reached:
+                    reached.add(me)
+                    todo.extend(views[me] - reached)
+            return reached == ids
 
-        wait_for(converged, deadline_s, what="the peer tables to converge")
+        wait_for(converged, deadline_s, what="the overlay to converge")
 
     def stop(self) -> None:
         for peer in reversed(list(self.peers.values())):

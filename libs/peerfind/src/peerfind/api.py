@@ -6,33 +6,50 @@ client parses them, so both sides share one definition.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "MAX_FANOUT_PARAM",
+    "MAX_OVERLAY_ENTRIES",
+    "MAX_OVERLAY_WALK",
     "MAX_QUERY_LENGTH",
     "MAX_TIMEOUT_MS",
     "MAX_TTL_PARAM",
+    "OVERLAY_KINDS",
     "PEER_ID_PATTERN",
     "QUERY_ID_PATTERN",
     "BootstrapResponse",
+    "Disconnect",
     "ErrorResponse",
     "FailedPeer",
     "FileInfo",
     "FilesResponse",
+    "ForwardJoin",
     "HealthResponse",
     "IndexHealth",
+    "Neighbor",
+    "OverlayAnswer",
+    "OverlayMessage",
+    "OverlayRequest",
     "PeerInfo",
+    "PeerRef",
     "PeerState",
+    "PeerUrl",
     "PeersResponse",
+    "Ping",
     "RegisterRequest",
     "RegisterResponse",
     "SearchHit",
     "SearchRequest",
     "SearchResponse",
+    "Shuffle",
+    "ShuffleReply",
     "TransferHealth",
+    "validate_http_url",
 ]
 
 MAX_QUERY_LENGTH = 256
@@ -52,6 +69,37 @@ PeerState = Literal["alive", "suspect", "down"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def validate_http_url(value: str) -> str:
+    """Return `value` without a trailing slash if it is an absolute http(s) URL.
+
+    Raises ValueError otherwise. Paths, queries and fragments are refused: a peer
+    is addressed by scheme, host and port only.
+    """
+    value = value.strip()
+    if len(value) > 2048:
+        raise ValueError("URL longer than 2048 characters")
+    # urlsplit silently drops tabs and newlines, so it would check another URL than
+    # the one stored and later used (httpx refuses those characters outright).
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("URL must not contain white space or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("URL must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("URL has no host")
+    if "@" in parts.netloc:
+        raise ValueError("URL must not carry credentials")
+    if parts.path not in ("", "/") or "?" in value or "#" in value:
+        raise ValueError("URL must be scheme://host[:port] with no path, query or fragment")
+    if port == 0:
+        raise ValueError("URL port must be 1-65535")
+    return value.rstrip("/")
 
 
 class ErrorResponse(_Model):
@@ -106,7 +154,9 @@ class RegisterResponse(_Model):
     peer_id: str = Field(description="Id of the peer that accepted the registration.")
     url: str = Field(description="REST URL of the peer that accepted the registration.")
     grpc_address: str = ""
-    peers: list[PeerInfo] = Field(description="Peers the accepting peer knows.")
+    peers: list[PeerInfo] = Field(
+        description="The accepting peer's active view (the newcomer's first passive entries)."
+    )
 
 
 class BootstrapResponse(_Model):
@@ -115,12 +165,112 @@ class BootstrapResponse(_Model):
     friend_peer_id: str | None = None
     tried: list[str] = Field(description="Friend URLs tried, in order.")
     errors: list[str] = Field(default_factory=list, description="Why each failed friend failed.")
-    learned: int = Field(0, description="Peers learned from the friend's answer.")
+    learned: int = Field(0, description="Peers the friend offered for the passive view.")
+
+
+PeerUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(validate_http_url)]
+MAX_OVERLAY_ENTRIES = 32
+"""Most peer entries one overlay message may carry (a shuffle sends 1 + ka + kp)."""
+MAX_OVERLAY_WALK = 16
+
+
+class PeerRef(_Model):
+    """A peer as the overlay passes it around: an id and a REST URL, not yet verified."""
+
+    peer_id: str = Field(pattern=PEER_ID_PATTERN)
+    url: PeerUrl
 
 
 class PeersResponse(_Model):
     peer_id: str
-    peers: list[PeerInfo]
+    peers: list[PeerInfo] = Field(
+        description="The active view: the neighbours this peer searches through and pings."
+    )
+    passive: list[PeerRef] = Field(
+        default_factory=list,
+        description="The passive view: peers known but not connected, the replacements "
+        "for neighbours that fail (learned second-hand; verified only when promoted).",
+    )
+    active_size: int = Field(0, description="Bound on the active view.")
+    passive_size: int = Field(0, description="Bound on the passive view.")
+
+
+class ForwardJoin(_Model):
+    """A newcomer's join on its random walk: the peer where it ends takes it in."""
+
+    kind: Literal["forward_join"]
+    new: PeerRef
+    ttl: int = Field(ge=0, le=MAX_OVERLAY_WALK)
+    sender: PeerRef
+
+
+class Neighbor(_Model):
+    """`peer` asks to become a neighbour; `high` (its view is empty) cannot be refused."""
+
+    kind: Literal["neighbor"]
+    peer: PeerRef
+    high: bool
+
+
+class Ping(_Model):
+    """A neighbour checks we are alive, and still hold it as a neighbour (`accepted`)."""
+
+    kind: Literal["ping"]
+    peer: PeerRef
+
+
+class Disconnect(_Model):
+    """`peer` moved us to its passive view."""
+
+    kind: Literal["disconnect"]
+    peer: PeerRef
+
+
+class Shuffle(_Model):
+    """A sample of `origin`'s views on a random walk; the peer at its end answers."""
+
+    kind: Literal["shuffle"]
+    origin: PeerRef
+    entries: list[PeerRef] = Field(max_length=MAX_OVERLAY_ENTRIES)
+    ttl: int = Field(ge=0, le=MAX_OVERLAY_WALK)
+    sender: PeerRef
+
+
+class ShuffleReply(_Model):
+    """The end of a shuffle's walk answers its origin with as many entries of its own."""
+
+    kind: Literal["shuffle_reply"]
+    peer: PeerRef
+    entries: list[PeerRef] = Field(max_length=MAX_OVERLAY_ENTRIES)
+
+
+OverlayMessage = Annotated[
+    ForwardJoin | Neighbor | Ping | Disconnect | Shuffle | ShuffleReply,
+    Field(discriminator="kind"),
+]
+OVERLAY_KINDS = (
+    "join", "forward_join", "neighbor", "ping", "disconnect", "shuffle", "shuffle_reply"
+)  # fmt: skip
+"""Every membership message by kind (`join` is POST /register, the others POST /overlay)."""
+
+
+class OverlayRequest(_Model):
+    """The body of `POST /overlay`: one HyParView message."""
+
+    message: OverlayMessage
+
+
+class OverlayAnswer(_Model):
+    """`POST /overlay`'s answer: who answered, and for `neighbor`, whether it accepted."""
+
+    kind: str
+    peer_id: str
+    url: str
+    grpc_address: str = ""
+    accepted: bool | None = Field(
+        None,
+        description="`neighbor`: taken as a neighbour; `ping`: the pinger is still one.",
+    )
 
 
 class FileInfo(_Model):

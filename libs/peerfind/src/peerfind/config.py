@@ -16,16 +16,14 @@ import json
 import os
 import re
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from peerfind.api import PEER_ID_PATTERN
+from peerfind.api import PEER_ID_PATTERN, validate_http_url
 from peerfind.errors import ConfigError, describe_errors
 from peerfind.tls import TlsFiles
 
@@ -45,37 +43,6 @@ ENV_PREFIX = "PEERFIND_"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
 _PEER_ID = re.compile(PEER_ID_PATTERN)
-
-
-def validate_http_url(value: str) -> str:
-    """Return `value` without a trailing slash if it is an absolute http(s) URL.
-
-    Raises ValueError otherwise. Paths, queries and fragments are refused: a peer
-    is addressed by scheme, host and port only.
-    """
-    value = value.strip()
-    if len(value) > 2048:
-        raise ValueError("URL longer than 2048 characters")
-    # urlsplit silently drops tabs and newlines, so it would check another URL than
-    # the one stored and later used (httpx refuses those characters outright).
-    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
-        raise ValueError("URL must not contain white space or control characters")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("URL must start with http:// or https://")
-    if not parts.hostname:
-        raise ValueError("URL has no host")
-    if "@" in parts.netloc:
-        raise ValueError("URL must not carry credentials")
-    if parts.path not in ("", "/") or "?" in value or "#" in value:
-        raise ValueError("URL must be scheme://host[:port] with no path, query or fragment")
-    if port == 0:
-        raise ValueError("URL port must be 1-65535")
-    return value.rstrip("/")
 
 
 def _validate_host_port(value: str) -> str:
@@ -103,17 +70,31 @@ class PeerSettings(BaseSettings):
     state_dir: Path = Field(description="Folder for the index database and peer state.")
     friend_primary: str = Field("", description="URL of the primary friend (titular).")
     friend_backup: str = Field("", description="URL of the backup friend (suplente).")
-    peer_ttl_s: float = Field(30.0, gt=0, le=86400, description="Prune peers unseen this long.")
-    heartbeat_interval_s: float = Field(5.0, gt=0, le=3600, description="Peer health checks.")
+    peer_ttl_s: float = Field(
+        30.0, gt=0, le=86400, description="Drop a neighbour with no successful contact this long."
+    )
+    heartbeat_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="Pings to each active neighbour (failure detection)."
+    )
     bootstrap_attempts: int = Field(4, ge=1, le=100, description="Tries per friend at start.")
-    bootstrap_retry_s: float = Field(10.0, gt=0, le=3600, description="Background re-bootstrap.")
+    bootstrap_retry_s: float = Field(
+        10.0, gt=0, le=3600, description="Re-bootstrap through the friends while isolated."
+    )
     search_timeout_ms: int = Field(2000, ge=50, le=60000, description="Default search deadline.")
     default_fanout: int = Field(2, ge=0, le=32, description="Neighbours a search goes to.")
     max_fanout: int = Field(8, ge=0, le=32, description="Server-side clamp for fanout.")
     default_ttl: int = Field(3, ge=0, le=16, description="Hops a search travels by default.")
     max_ttl: int = Field(5, ge=0, le=16, description="Server-side clamp for the hop count.")
     max_results: int = Field(1000, ge=1, le=100000, description="Hits returned per search.")
-    max_peers: int = Field(256, ge=1, le=100000, description="Bound on the peer table.")
+    active_view: int = Field(
+        6, ge=1, le=64, description="Active view: neighbours searched through and pinged."
+    )
+    passive_view: int = Field(
+        36, ge=1, le=4096, description="Passive view: known peers, replacements for neighbours."
+    )
+    shuffle_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="Passive-view exchanges with a random-walk peer."
+    )
     request_timeout_s: float = Field(2.0, gt=0, le=60, description="Peer-to-peer HTTP timeout.")
     chunk_size: int = Field(
         DEFAULT_CHUNK_SIZE, ge=1024, le=MAX_CHUNK_SIZE, description="Default download chunk."

@@ -13,6 +13,7 @@ from directory.node import Node
 __all__ = [
     "NodeDep",
     "PeerAuth",
+    "PeerTraffic",
     "RateLimited",
     "check_peer_token",
     "check_rate_limit",
@@ -61,5 +62,12 @@ async def _peer_auth(request: Request, node: NodeDep) -> None:
     check_peer_token(request, node)
 
 
+async def _peer_traffic(request: Request, node: NodeDep) -> None:
+    check_peer_token(request, node)  # the token first: the larger budget is for peers
+    check_rate_limit(request, node, forwarded=True)
+
+
 RateLimited = Depends(_rate_limited)
 PeerAuth = Depends(_peer_auth)
+PeerTraffic = Depends(_peer_traffic)
+"""Token, then the peers' (larger) rate budget: overlay messages."""

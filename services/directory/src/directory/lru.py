@@ -24,6 +24,9 @@ class BoundedLru(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)
+
     def pop(self, key: K, default: V) -> V:
         return self._data.pop(key, default)
 

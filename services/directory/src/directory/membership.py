@@ -1,15 +1,28 @@
-"""Membership: registration, bootstrap through friends, heartbeat and pruning.
+"""Membership: a bounded overlay (HyParView, `directory.overlay`) kept over REST.
 
-    P2 starts -> POST P4/register {url: P2}     (bootstrap, primary then backup friend)
-    P4 -> GET P2/health                         (verify the peer id before adding it)
-    P4 answers with the peers it knows          (P2 adds P4, then introduces itself to them)
+    N starts -> POST F/register {url: N}       (JOIN through a friend, primary then backup)
+    F -> GET N/health                          (verify the id at that URL before taking N)
+    F answers with its active view             (N keeps those peers as passive entries)
+    F -> POST X/overlay {forward_join N}       (the join walks F's neighbours; where it
+    X -> POST N/overlay {neighbor X, high}      ends, X connects to N; N verifies X first)
 
-A heartbeat checks every known peer; peers unseen for `peer_ttl_s` are pruned
-(friends are kept as `down` and keep being checked). When a peer comes back,
-we register with it again so it knows us after its restart. Until a friend is
-reached, bootstrap runs again in the background every `bootstrap_retry_s`: live
-peers met otherwise do not count, because with simultaneous starts (compose) peer3
-can register with peer2 before peer1 is up, and peer2 must still find peer1.
+Every peer keeps an **active view** (`active_view` neighbours: the search table, each
+pinged every `heartbeat_interval_s`) and a **passive view** (`passive_view` peers heard
+of, refreshed by shuffles every `shuffle_interval_s`). A full peer makes room for a
+newcomer instead of refusing it. A neighbour that fails a ping is dropped and replaced
+from the passive view; a search that times out on a neighbour makes it suspect and
+triggers a ping at once, so a hung peer is found by the searches it stalls. A peer that
+finds itself with no neighbour and no passive entry joins through its friends again,
+every `bootstrap_retry_s`: friends are the way in, not permanent neighbours.
+
+Nothing enters the active view unverified: a peer that asks us (JOIN, NEIGHBOR) is
+called back at its URL, through the URL guard, and must answer `/health` with the id it
+claimed; a peer we ask answers as itself, at the address the guard pinned. Passive
+entries are hearsay: they are contacted (through the guard) only to be promoted.
+
+Framework-free: the REST calls (`PeerCalls`), the URL guard, the peer memory and the
+clock are injected; the overlay's decisions are `directory.overlay`'s, which the
+simulator runs unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +30,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
+import re
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,12 +45,30 @@ from tenacity import (
 )
 
 from directory import metrics
-from directory.peers import Peer, PeerTable, TableFullError, load_remembered, save_remembered
+from directory.lru import BoundedLru
+from directory.overlay import Descriptor, Overlay, OverlayConfig
+from directory.peers import PeerTable, TableFullError, load_remembered, save_remembered
 from directory.urlguard import PinnedUrl, UrlRefused
-from peerfind.api import BootstrapResponse, RegisterResponse
-from peerfind.config import PeerSettings, validate_http_url
+from peerfind.api import (
+    PEER_ID_PATTERN,
+    BootstrapResponse,
+    Disconnect,
+    ForwardJoin,
+    Neighbor,
+    OverlayAnswer,
+    OverlayMessage,
+    PeerInfo,
+    PeerRef,
+    Ping,
+    RegisterResponse,
+    Shuffle,
+    ShuffleReply,
+    validate_http_url,
+)
+from peerfind.config import PeerSettings
 
 __all__ = [
+    "MAX_PENDING_MESSAGES",
     "FilePeerMemory",
     "Membership",
     "PeerCalls",
@@ -43,11 +77,15 @@ __all__ = [
     "RegistrationError",
     "UrlGuard",
     "network_of",
+    "overlay_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-_MAX_INTRODUCTIONS = 16
+_PEER_ID = re.compile(PEER_ID_PATTERN)
+MAX_PENDING_MESSAGES = 256
+"""One-way overlay messages being handled at once; more are answered 503 `busy`."""
+_VERIFIED_CAPACITY = 1024
 
 
 def network_of(address: str) -> str:
@@ -59,8 +97,19 @@ def network_of(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+def overlay_config(settings: PeerSettings) -> OverlayConfig:
+    """The overlay's sizes and periods from a peer's settings (walks: the defaults)."""
+    return OverlayConfig(
+        active_size=settings.active_view,
+        passive_size=settings.passive_view,
+        shuffle_interval_s=settings.shuffle_interval_s,
+        ping_interval_s=settings.heartbeat_interval_s,
+    )
+
+
 class RegistrationError(Exception):
-    """A registration was refused; `reason` is a metric label, `status` an HTTP code."""
+    """A registration or overlay message was refused; `reason` is a metric label,
+    `status` an HTTP code."""
 
     def __init__(self, reason: str, detail: str, status: int = 400) -> None:
         super().__init__(detail)
@@ -69,12 +118,12 @@ class RegistrationError(Exception):
         self.status = status
 
 
-class PeerUnavailable(Exception):
+class PeerUnavailable(ConnectionError):
     """A peer did not answer, or answered with a server error: worth another try."""
 
 
 class PeerCalls(Protocol):
-    """The two calls membership makes to another peer (REST in a peer, virtual in sim/).
+    """The calls membership makes to another peer (REST in a peer).
 
     With `pinned`, the call goes to the address the URL guard checked.
     """
@@ -87,6 +136,12 @@ class PeerCalls(Protocol):
         """POST url/register {our url}. Raises PeerUnavailable or RegistrationError."""
         ...
 
+    async def overlay(
+        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+    ) -> OverlayAnswer:
+        """POST url/overlay {message}. Raises PeerUnavailable or RegistrationError."""
+        ...
+
 
 class UrlGuard(Protocol):
     async def check(self, url: str) -> PinnedUrl: ...
@@ -96,7 +151,7 @@ class PeerMemory(Protocol):
     """Where the peers we know are kept across restarts."""
 
     def load(self) -> list[tuple[str, str, str]]: ...
-    def save(self, peers: Iterable[Peer]) -> None: ...
+    def save(self, peers: Iterable[Descriptor]) -> None: ...
 
 
 class FilePeerMemory:
@@ -108,12 +163,12 @@ class FilePeerMemory:
     def load(self) -> list[tuple[str, str, str]]:
         return load_remembered(self.path)
 
-    def save(self, peers: Iterable[Peer]) -> None:
+    def save(self, peers: Iterable[Descriptor]) -> None:
         save_remembered(self.path, peers)
 
 
 def _bootstrap_retry(attempts: int) -> AsyncRetrying:
-    """The one retry policy for registering with a friend."""
+    """The one retry policy for joining through a friend."""
     return AsyncRetrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.2, max=2.0),
@@ -123,15 +178,140 @@ def _bootstrap_retry(attempts: int) -> AsyncRetrying:
 
 
 def _loop_time() -> float:
-    # The loop's clock: real in a peer, virtual in the simulator.
     return asyncio.get_running_loop().time()
 
 
-class Membership:
-    """Keeps the peer table true: who we know, and who knows us.
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    url: str
+    grpc_address: str
+    network: str | None
 
-    Framework-free: the calls to other peers, the URL guard and the peer memory are
-    injected, and time is the event loop's, so the simulator runs this class unchanged.
+
+def _ref(peer: Descriptor) -> PeerRef:
+    return PeerRef.model_construct(peer_id=peer.peer_id, url=peer.url)
+
+
+def _descriptor(ref: PeerRef) -> Descriptor:
+    return Descriptor(ref.peer_id, ref.url)
+
+
+class _Refused(ConnectionRefusedError):
+    """A peer refused an overlay message or failed verification: a failure to the overlay."""
+
+
+class _RestLink:
+    """`overlay.OverlayLink` over `PeerCalls`: every call goes through the URL guard, and
+    every answer that makes a peer a neighbour is checked to come from that peer."""
+
+    def __init__(self, membership: Membership) -> None:
+        self.m = membership
+
+    async def _pin(self, target: Descriptor) -> PinnedUrl:
+        try:
+            return await self.m.guard_url(target.url)
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+
+    async def _send(self, target: Descriptor, message: OverlayMessage) -> OverlayAnswer:
+        pinned = await self._pin(target)
+        try:
+            answer = await self.m.calls.overlay(target.url, message, pinned)
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+        metrics.MEMBERSHIP_MESSAGES.labels(kind=message.kind, direction="sent").inc()
+        return answer
+
+    async def join(
+        self, target: Descriptor, new: Descriptor
+    ) -> tuple[Descriptor, list[Descriptor]]:
+        pinned = await self._pin(target)
+        try:
+            answer = await self.m.calls.register(target.url, pinned)
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+        metrics.MEMBERSHIP_MESSAGES.labels(kind="join", direction="sent").inc()
+        contact = self.m.confirmed(target, answer.peer_id, answer.grpc_address, pinned)
+        offered = []
+        for info in answer.peers:
+            try:
+                offered.append(Descriptor(info.peer_id, validate_http_url(info.url)))
+            except ValueError:
+                continue
+        return contact, [p for p in offered if _PEER_ID.match(p.peer_id)]
+
+    async def forward_join(
+        self, target: Descriptor, new: Descriptor, ttl: int, sender: Descriptor
+    ) -> None:
+        await self._send(
+            target,
+            ForwardJoin(kind="forward_join", new=_ref(new), ttl=ttl, sender=_ref(sender)),
+        )
+
+    async def neighbor(self, target: Descriptor, me: Descriptor, high: bool) -> bool:
+        return await self.ask(target, me, high) is not None
+
+    async def ask(self, target: Descriptor, me: Descriptor, high: bool) -> Descriptor | None:
+        """NEIGHBOR: the target as verified if it accepted, None if it refused."""
+        pinned = await self._pin(target)
+        try:
+            answer = await self.m.calls.overlay(
+                target.url, Neighbor(kind="neighbor", peer=_ref(me), high=high), pinned
+            )
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+        metrics.MEMBERSHIP_MESSAGES.labels(kind="neighbor", direction="sent").inc()
+        peer = self.m.confirmed(target, answer.peer_id, answer.grpc_address, pinned)
+        return peer if answer.accepted else None
+
+    async def disconnect(self, target: Descriptor, me: Descriptor) -> None:
+        await self._send(target, Disconnect(kind="disconnect", peer=_ref(me)))
+
+    async def shuffle(
+        self,
+        target: Descriptor,
+        origin: Descriptor,
+        entries: list[Descriptor],
+        ttl: int,
+        sender: Descriptor,
+    ) -> None:
+        await self._send(
+            target,
+            Shuffle(
+                kind="shuffle",
+                origin=_ref(origin),
+                entries=[_ref(p) for p in entries],
+                ttl=ttl,
+                sender=_ref(sender),
+            ),
+        )
+
+    async def shuffle_reply(
+        self, target: Descriptor, me: Descriptor, entries: list[Descriptor]
+    ) -> None:
+        await self._send(
+            target,
+            ShuffleReply(kind="shuffle_reply", peer=_ref(me), entries=[_ref(p) for p in entries]),
+        )
+
+    async def ping(self, target: Descriptor, me: Descriptor) -> bool:
+        # To the address verified when it became a neighbour; it must answer as itself.
+        try:
+            answer = await self.m.calls.overlay(target.url, Ping(kind="ping", peer=_ref(me)))
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+        metrics.MEMBERSHIP_MESSAGES.labels(kind="ping", direction="sent").inc()
+        if answer.peer_id != target.peer_id:
+            raise _Refused(f"{target.url} now answers as {answer.peer_id}")
+        self.m.seen(target.peer_id, answer.grpc_address)
+        return bool(answer.accepted)
+
+
+class Membership:
+    """Keeps this peer in the overlay, and its search table equal to its active view.
+
+    It is the overlay's `OverlayEvents`: a peer entering the active view enters the
+    table (with the gRPC address it was verified with), one leaving it leaves.
     """
 
     def __init__(
@@ -142,6 +322,7 @@ class Membership:
         guard: UrlGuard,
         memory: PeerMemory,
         clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock or _loop_time
@@ -149,16 +330,21 @@ class Membership:
         self.calls = calls
         self.guard = guard
         self.memory = memory
-        self._last_bootstrap = 0.0
-        self._announced: dict[str, float] = {}
+        self.me = Descriptor(settings.peer_id, settings.self_url)
+        self._link = _RestLink(self)
+        self.overlay = Overlay(
+            self.me, self._link, overlay_config(settings), rng or random.Random(), self
+        )
+        self._friend_asked: dict[str, float] = {}
+        self._verified: BoundedLru[str, _Verified] = BoundedLru(_VERIFIED_CAPACITY)
+        self._last_bootstrap = float("-inf")
         self._bootstrap_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._confirming: set[str] = set()
+        self._dirty = False
+        table.on_suspect = self.suspect
 
-    # -- contacts ---------------------------------------------------------
-
-    async def verify(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
-        """GET url/health and return (peer_id, grpc_address). Raises RegistrationError."""
-        return await self.calls.health(url, pinned)
+    # -- verification -------------------------------------------------------------------
 
     async def guard_url(self, url: str) -> PinnedUrl:
         """The SSRF check for a URL someone else gave us. Raises RegistrationError."""
@@ -167,75 +353,196 @@ class Membership:
         except UrlRefused as exc:
             raise RegistrationError(exc.reason, str(exc)) from None
 
-    async def register(self, url: str) -> Peer:
-        """Handle an incoming POST /register: verify the URL answers as a peer, add it."""
+    async def verify(self, url: str, claimed: str | None = None) -> Descriptor:
+        """Call back a peer that asked us something: GET url/health through the guard.
+
+        Returns it as verified; raises RegistrationError if it does not answer as a peer,
+        answers with another id than `claimed`, or comes from a network at its bound.
+        """
         try:
             url = validate_http_url(url)
         except ValueError as exc:
-            metrics.REGISTRATIONS.labels(result="refused", reason="invalid_url").inc()
             raise RegistrationError("invalid_url", f"url: {exc}") from None
         if url == self.settings.self_url:
-            metrics.REGISTRATIONS.labels(result="refused", reason="self").inc()
             raise RegistrationError("self", "a peer cannot register itself", 409)
+        pinned = await self.guard_url(url)
+        peer_id, grpc_address = await self.calls.health(url, pinned)
+        if claimed is not None and peer_id != claimed:
+            raise RegistrationError("wrong_peer", f"{url} answers as {peer_id}, not {claimed}", 409)
+        return self._record(peer_id, url, grpc_address, pinned)
+
+    def confirmed(
+        self, target: Descriptor, peer_id: str, grpc_address: str, pinned: PinnedUrl
+    ) -> Descriptor:
+        """A peer we called at `target.url` answered as `peer_id`: verified, if that is who
+        we meant (a friend is known by its URL only). Raises ConnectionError if not."""
+        if not _PEER_ID.match(peer_id) or (target.peer_id and peer_id != target.peer_id):
+            raise _Refused(f"{target.url} answered as {peer_id!r}, not {target.peer_id!r}")
         try:
-            pinned = await self.guard_url(url)
-            peer_id, grpc_address = await self.verify(url, pinned)
-            peer = self._admit(peer_id, url, grpc_address, network_of(pinned.address))
+            return self._record(peer_id, target.url, grpc_address, pinned)
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+
+    def _record(self, peer_id: str, url: str, grpc_address: str, pinned: PinnedUrl) -> Descriptor:
+        if peer_id == self.settings.peer_id:
+            raise RegistrationError("self", "that URL answers with this peer's own id", 409)
+        network = None if self.table.is_friend_url(url) else network_of(pinned.address)
+        if (
+            network is not None
+            and peer_id not in self.table
+            and self.table.network_count(network) >= self.table.max_per_network
+        ):
+            raise RegistrationError(
+                "network_full",
+                f"too many neighbours from {network} ({self.table.max_per_network} at most)",
+                503,
+            )
+        self._verified.put(peer_id, _Verified(url, grpc_address, network))
+        return Descriptor(peer_id, url)
+
+    def seen(self, peer_id: str, grpc_address: str) -> None:
+        """A neighbour answered a ping as itself."""
+        peer = self.table.get(peer_id)
+        if peer is not None:
+            peer.grpc_address = grpc_address or peer.grpc_address
+        self.table.mark_alive(peer_id)
+
+    # -- OverlayEvents: the search table follows the active view -------------------------
+
+    def sent(self, kind: str) -> None:
+        pass  # counted by the link once the message is delivered
+
+    def activated(self, peer: Descriptor) -> None:
+        known = self._verified.get(peer.peer_id)
+        grpc_address, network = ("", None) if known is None else (known.grpc_address, known.network)
+        try:
+            self.table.upsert(peer.peer_id, peer.url, grpc_address, network=network)
+        except (ValueError, TableFullError) as exc:
+            logger.warning("cannot take %s as a neighbour: %s", peer.peer_id, exc)
+            self._spawn(self.overlay.failed(peer.peer_id))
+            return
+        logger.info("neighbour %s at %s", peer.peer_id, peer.url)
+        self._changed()
+
+    def deactivated(self, peer: Descriptor) -> None:
+        if self.table.remove(peer.peer_id) is not None:
+            logger.info("%s is no longer a neighbour", peer.peer_id)
+        self._changed()
+
+    def failed(self, peer: Descriptor) -> None:
+        metrics.OVERLAY_FAILURES.inc()
+
+    def replaced(self) -> None:
+        metrics.OVERLAY_REPLACEMENTS.inc()
+
+    def shuffled(self) -> None:
+        metrics.OVERLAY_SHUFFLES.inc()
+
+    def suspect(self, peer_id: str) -> None:
+        """A search timed out or failed on a neighbour: ping it now, drop it if it fails."""
+        if peer_id in self._confirming:
+            return
+        self._confirming.add(peer_id)
+        self._spawn(self._confirm(peer_id))
+
+    async def _confirm(self, peer_id: str) -> None:
+        try:
+            peer = self.overlay.active.get(peer_id)
+            if peer is not None and not await self.overlay.ping(peer):
+                logger.info("neighbour %s failed a search and a ping", peer_id)
+                await self.overlay.failed(peer_id)
+        finally:
+            self._confirming.discard(peer_id)
+
+    # -- incoming -----------------------------------------------------------------------
+
+    async def welcome(self, url: str) -> RegisterResponse:
+        """POST /register (JOIN): verify the peer at `url`, take it in, offer our view."""
+        try:
+            new = await self.verify(url)
         except RegistrationError as exc:
             metrics.REGISTRATIONS.labels(result="refused", reason=exc.reason).inc()
             raise
         metrics.REGISTRATIONS.labels(result="accepted", reason="ok").inc()
-        return peer
-
-    async def welcome(self, url: str) -> RegisterResponse:
-        """POST /register's answer: register the peer at `url`, then tell it whom we know."""
-        peer = await self.register(url)
+        metrics.MEMBERSHIP_MESSAGES.labels(kind="join", direction="received").inc()
+        offered = [p for p in self.table.peers() if p.peer_id != new.peer_id]
+        self._spawn(self.overlay.on_join(new))
         settings = self.settings
+        known = self._verified.get(new.peer_id)
         return RegisterResponse(
-            registered=peer.info(),
+            registered=PeerInfo(
+                peer_id=new.peer_id,
+                url=new.url,
+                grpc_address=known.grpc_address if known else "",
+                state="alive",
+                last_seen=self.table.now(),
+                friend=self.table.is_friend_url(new.url),
+            ),
             peer_id=settings.peer_id,
             url=settings.self_url,
             grpc_address=settings.grpc_advertise,
-            peers=[p.info() for p in self.table.peers() if p.state != "down"],
+            peers=[p.info() for p in offered],
         )
 
-    def _admit(self, peer_id: str, url: str, grpc_address: str, network: str | None = None) -> Peer:
-        try:
-            peer, added = self.table.upsert(peer_id, url, grpc_address, network=network)
-        except ValueError:
-            raise RegistrationError(
-                "self", "that URL answers with this peer's own id", 409
-            ) from None
-        except TableFullError as exc:
-            raise RegistrationError("table_full", str(exc), 503) from None
-        if added:
-            logger.info("peer %s joined at %s", peer_id, url)
-            self._changed()
-        return peer
+    async def receive(self, message: OverlayMessage) -> OverlayAnswer:
+        """POST /overlay: one HyParView message from another peer."""
+        metrics.MEMBERSHIP_MESSAGES.labels(kind=message.kind, direction="received").inc()
+        settings = self.settings
+        answer = OverlayAnswer(
+            kind=message.kind,
+            peer_id=settings.peer_id,
+            url=settings.self_url,
+            grpc_address=settings.grpc_advertise,
+        )
+        config = self.overlay.config
+        if isinstance(message, Ping):
+            current = self.overlay.active.get(message.peer.peer_id)
+            answer.accepted = current is not None and current.url == message.peer.url
+            return answer
+        if isinstance(message, Neighbor):
+            peer = await self.verify(message.peer.url, message.peer.peer_id)
+            answer.accepted = await self.overlay.on_neighbor(peer, message.high)
+            return answer
+        if len(self._background) >= MAX_PENDING_MESSAGES:
+            raise RegistrationError("busy", "too many overlay messages in progress", 503)
+        if isinstance(message, ForwardJoin):
+            self._spawn(
+                self.overlay.on_forward_join(
+                    self._heard(message.new),
+                    min(message.ttl, config.active_walk),
+                    _descriptor(message.sender),
+                )
+            )
+        elif isinstance(message, Disconnect):
+            current = self.overlay.active.get(message.peer.peer_id)
+            if current is not None and current.url == message.peer.url:
+                self._spawn(self.overlay.on_disconnect(current))
+        elif isinstance(message, Shuffle):
+            self._spawn(
+                self.overlay.on_shuffle(
+                    self._heard(message.origin),
+                    self._hearsay(message.entries),
+                    min(message.ttl, config.shuffle_walk),
+                    _descriptor(message.sender),
+                )
+            )
+        elif isinstance(message, ShuffleReply):
+            self._spawn(self.overlay.on_shuffle_reply(self._hearsay(message.entries)))
+        return answer
 
-    async def announce(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
-        """POST url/register {self_url}: ask a peer to add us. Returns its answer."""
-        return await self.calls.register(url, pinned)
+    def _heard(self, ref: PeerRef) -> Descriptor:
+        """A peer named by another: kept as it was named (never over a verified address)."""
+        known = self.overlay.active.get(ref.peer_id)
+        return known if known is not None else _descriptor(ref)
 
-    async def introduce(self, url: str, *, learn: bool = False) -> None:
-        """Meet a peer learned second-hand: register with it, add it from its answer.
+    def _hearsay(self, refs: list[PeerRef]) -> list[Descriptor]:
+        me = self.settings
+        return [self._heard(r) for r in refs if r.peer_id != me.peer_id and r.url != me.self_url]
 
-        With `learn`, also meet the peers it knows that we do not (one level deep).
-        """
-        try:
-            pinned = await self.guard_url(url)
-            answer = await self.announce(url, pinned)
-            self._admit(answer.peer_id, url, answer.grpc_address, network_of(pinned.address))
-        except (PeerUnavailable, RegistrationError) as exc:
-            logger.info("could not introduce ourselves to %s: %s", url, exc)
-            return
-        if learn:
-            await self._learn(answer.peers)
-
-    # -- bootstrap --------------------------------------------------------
+    # -- bootstrap ----------------------------------------------------------------------
 
     async def bootstrap(self) -> BootstrapResponse:
-        """Register with the primary friend, else the backup; learn their peers."""
+        """Join through the primary friend, else the backup."""
         async with self._bootstrap_lock:
             self._last_bootstrap = self._clock()
             tried: list[str] = []
@@ -248,129 +555,104 @@ class Membership:
             for url in friends:
                 tried.append(url)
                 try:
-                    answer = await self._register_with_friend(url)
-                except (PeerUnavailable, RegistrationError) as exc:
+                    contact, offered = await self._join_through(url)
+                except (ConnectionError, OSError, TimeoutError, RegistrationError) as exc:
                     errors.append(f"{url}: {exc}")
                     logger.warning("bootstrap via %s failed: %s", url, exc)
                     continue
-                learned = await self._learn(answer.peers)
-                logger.info(
-                    "bootstrapped via %s (%s), learned %d peers", url, answer.peer_id, learned
-                )
+                logger.info("joined via %s (%s); it offered %d peers", url, contact.peer_id,
+                            len(offered))  # fmt: skip
                 return BootstrapResponse(
                     ok=True,
                     friend=url,
-                    friend_peer_id=answer.peer_id,
+                    friend_peer_id=contact.peer_id,
                     tried=tried,
                     errors=errors,
-                    learned=learned,
+                    learned=len(offered),
                 )
             return BootstrapResponse(ok=False, friend=None, tried=tried, errors=errors)
 
-    async def _register_with_friend(self, url: str) -> RegisterResponse:
+    async def _join_through(self, url: str) -> tuple[Descriptor, list[Descriptor]]:
         async for attempt in _bootstrap_retry(self.settings.bootstrap_attempts):
             with attempt:
-                answer = await self.announce(url)
-                self._admit(answer.peer_id, url, answer.grpc_address)
-                return answer
+                return await self.overlay.join(Descriptor("", url))
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _learn(self, peers: Iterable[object]) -> int:
-        urls = []
-        for info in peers:
-            peer_id, url = getattr(info, "peer_id", ""), getattr(info, "url", "")
-            if peer_id == self.settings.peer_id or peer_id in self.table or not url:
-                continue
-            if getattr(info, "state", "alive") == "down":
-                continue
-            urls.append(url)
-        urls = urls[:_MAX_INTRODUCTIONS]
-        await asyncio.gather(*(self.introduce(u) for u in urls))
-        return sum(1 for u in urls if self.table.by_url(u) is not None)
-
-    # -- heartbeat --------------------------------------------------------
-
-    async def check(self, peer: Peer) -> None:
-        """One heartbeat contact with `peer`."""
-        try:
-            peer_id, grpc_address = await self.verify(peer.url)
-        except RegistrationError as exc:
-            logger.debug("heartbeat: %s failed: %s", peer.peer_id, exc.detail)
-            self.table.mark_failed(peer.peer_id)
-            return
-        if peer_id != peer.peer_id:  # a different peer now answers at that URL
-            self.table.remove(peer.peer_id)
-            self._admit(peer_id, peer.url, grpc_address)
-            return
-        peer.grpc_address = grpc_address or peer.grpc_address
-        if self.table.mark_alive(peer.peer_id):
-            logger.info("peer %s is back; registering with it again", peer.peer_id)
-            self._announced[peer.peer_id] = self._clock()
-            self._spawn(self.introduce(peer.url, learn=True))
-        elif self._announce_due(peer.peer_id):
-            # Reachability can be one-way, and a partition can leave both sides with
-            # live peers: re-register now and then, so that a peer which pruned us
-            # takes us back, and learn whom it knows that we lost.
-            self._spawn(self.introduce(peer.url, learn=True))
-
-    def _announce_due(self, peer_id: str) -> bool:
-        """True every peer_ttl_s / 2 per peer (we must be back before it prunes again)."""
-        now = self._clock()
-        if now - self._announced.setdefault(peer_id, now) < self.settings.peer_ttl_s / 2:
-            return False
-        self._announced[peer_id] = now
-        return True
+    # -- periodic work ------------------------------------------------------------------
 
     async def heartbeat_once(self) -> None:
-        peers = self.table.peers()
-        results = await asyncio.gather(*(self.check(p) for p in peers), return_exceptions=True)
-        for peer, result in zip(peers, results, strict=True):
-            if isinstance(result, Exception):  # one bad entry must not stop pruning
-                logger.warning("heartbeat of %s failed: %r", peer.peer_id, result)
-                self.table.mark_failed(peer.peer_id)
-        pruned = self.table.prune()
-        for peer in pruned:
-            self._announced.pop(peer.peer_id, None)
-            logger.info("pruned peer %s (unseen for %.0f s)", peer.peer_id, self.table.ttl_s)
-        if pruned:
-            metrics.PRUNES.inc(len(pruned))
-            self._changed()
-        self._update_gauges()
+        """One round: drop neighbours unseen for `peer_ttl_s`, ping the rest, top up; and
+        when isolated, repair from the passive view or join through a friend again."""
+        for peer in self.table.unseen(self.settings.peer_ttl_s):
+            if peer.peer_id in self.overlay.active:
+                logger.info("dropping %s: no answer for %.0f s", peer.peer_id,
+                            self.settings.peer_ttl_s)  # fmt: skip
+                await self.overlay.failed(peer.peer_id)
+        await self.overlay.ping_neighbours()
+        if not self.overlay.active:
+            await self.overlay.repair()
+        else:
+            await self._reach_friends()
         if (
-            any(u != self.settings.self_url for u in self.settings.friends)
-            and not any(p.friend and p.state == "alive" for p in self.table.peers())
+            not self.overlay.active
+            and self.settings.friends
             and self._clock() - self._last_bootstrap >= self.settings.bootstrap_retry_s
-            and not self._bootstrap_lock.locked()  # one bootstrap at a time: no pile-up
+            and not self._bootstrap_lock.locked()
         ):
-            logger.info("no friend reachable yet; bootstrapping again")
+            logger.info("no neighbour and no passive peer answers; joining again")
             self._spawn(self._bootstrap_quietly())
+        self._save_if_changed()
+        self._update_gauges()
+
+    async def _reach_friends(self) -> None:
+        """With room in the active view, ask each friend that is not a neighbour (once per
+        `bootstrap_retry_s`) to become one, at low priority: a full friend refuses and
+        nothing moves; one that was cut off, or started late, is found again. This heals
+        partitions the passive view forgot; a peer with a full view sends nothing."""
+        overlay = self.overlay
+        if len(overlay.active) >= overlay.config.active_size:
+            return
+        now = self._clock()
+        neighbours = {p.url for p in overlay.active.values()}
+        for url in self.settings.friends:
+            if url in neighbours or url == self.settings.self_url:
+                continue
+            if now - self._friend_asked.get(url, float("-inf")) < self.settings.bootstrap_retry_s:
+                continue
+            self._friend_asked[url] = now
+            self._spawn(self._ask_friend(url))
+
+    async def _ask_friend(self, url: str) -> None:
+        asked_at = asyncio.get_running_loop().time()
+        try:
+            friend = await self._link.ask(Descriptor("", url), self.me, False)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            logger.debug("friend %s is not reachable: %s", url, exc)
+            return
+        if friend is not None and self.overlay.still_wanted(friend, asked_at):
+            await self.overlay.adopt(friend)
 
     async def _bootstrap_quietly(self) -> None:
         await self.bootstrap()
 
     async def run(self) -> None:
-        """Background life of a peer: remember, bootstrap, then heartbeat forever."""
-        for peer_id, url, grpc_address in self.memory.load():
+        """Background life of a peer: remember, join, then ping and shuffle for ever."""
+        await self.start()
+        await self.overlay.run(self.heartbeat_once)
+
+    async def start(self) -> None:
+        """Remembered peers become passive entries; join through a friend, or else
+        through them."""
+        for peer_id, url, _grpc in self.memory.load():
             if peer_id != self.settings.peer_id and url != self.settings.self_url:
-                try:
-                    self.table.upsert(peer_id, url, grpc_address, seen=False)
-                except (ValueError, TableFullError):
-                    continue
-        remembered = [p.url for p in self.table.peers()]
+                self.overlay.passive[peer_id] = Descriptor(peer_id, url)
         if self.settings.friends:
             await self.bootstrap()
-        await asyncio.gather(
-            *(self.introduce(u) for u in remembered if not self.table.is_friend_url(u))
-        )
+        if not self.overlay.active:
+            await self.overlay.repair()
         self._update_gauges()
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
-            try:
-                await self.heartbeat_once()
-            except Exception:
-                logger.exception("heartbeat round failed")
 
-    # -- helpers ----------------------------------------------------------
+    # -- helpers ------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -378,19 +660,32 @@ class Membership:
         task.add_done_callback(self._background.discard)
 
     def _changed(self) -> None:
-        self.memory.save(self.table.peers())
+        self._dirty = True
         self._update_gauges()
+
+    def _save_if_changed(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self.memory.save([*self.overlay.active.values(), *self.overlay.passive.values()])
 
     def _update_gauges(self) -> None:
         for state, count in self.table.counts().items():
             metrics.PEERS.labels(state=state).set(count)
+        metrics.OVERLAY_VIEW.labels(view="active").set(len(self.overlay.active))
+        metrics.OVERLAY_VIEW.labels(view="passive").set(len(self.overlay.passive))
+
+    @property
+    def busy(self) -> bool:
+        """True while messages or joins spawned by this peer are still being handled."""
+        return bool(self._background)
 
     async def settle(self) -> None:
-        """Wait until the introductions and bootstraps spawned so far have finished."""
+        """Wait until the messages and joins spawned so far have been handled."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def close(self) -> None:
+        self._save_if_changed()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

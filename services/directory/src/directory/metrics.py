@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from peerfind.api import OVERLAY_KINDS
 from peerfind.metrics import Children
 
 __all__ = [
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
+    "MEMBERSHIP_MESSAGES",
+    "OVERLAY_FAILURES",
+    "OVERLAY_REPLACEMENTS",
+    "OVERLAY_SHUFFLES",
+    "OVERLAY_VIEW",
     "PEERS",
     "PEER_STATES",
-    "PRUNES",
     "REGISTRATIONS",
     "SEARCHES_ANSWERED",
     "SEARCHES_RECEIVED",
@@ -89,7 +94,7 @@ SEARCH_DURATION = Histogram(
 )
 PEERS = Gauge(
     "peerfind_directory_peers",
-    "Peers in the table, by state (alive, suspect, down).",
+    "Neighbours (the active view) by state: alive, or suspect after a failed search.",
     ["state"],
 )
 REGISTRATIONS = Counter(
@@ -97,9 +102,29 @@ REGISTRATIONS = Counter(
     "Registrations received, by result (accepted, refused) and reason.",
     ["result", "reason"],
 )
-PRUNES = Counter(
-    "peerfind_directory_pruned_peers_total",
-    "Peers dropped from the table after their TTL.",
+MEMBERSHIP_MESSAGES = Counter(
+    "peerfind_directory_membership_messages_total",
+    "Membership messages by kind (join, forward_join, neighbor, ping, disconnect, shuffle, "
+    "shuffle_reply) and direction (sent: delivered to a peer; received).",
+    ["kind", "direction"],
+)
+OVERLAY_VIEW = Gauge(
+    "peerfind_directory_overlay_view_peers",
+    "Peers in each overlay view: active (neighbours searched through) and passive.",
+    ["view"],
+)
+OVERLAY_SHUFFLES = Counter(
+    "peerfind_directory_overlay_shuffles_total",
+    "Shuffles this peer started (a sample of its views on a random walk).",
+)
+OVERLAY_REPLACEMENTS = Counter(
+    "peerfind_directory_overlay_replacements_total",
+    "Neighbours taken from the passive view to replace one that failed or left.",
+)
+OVERLAY_FAILURES = Counter(
+    "peerfind_directory_overlay_neighbour_failures_total",
+    "Neighbours dropped because a ping failed (after a search timed out on them, or in a "
+    "round) or nothing was heard from them for peer_ttl_s.",
 )
 
 for _role in SEARCH_ROLES:
@@ -109,6 +134,11 @@ for _role in SEARCH_ROLES:
         SEARCHES_ANSWERED.labels(role=_role, outcome=_outcome)
 for _state in PEER_STATES:
     PEERS.labels(state=_state)
+for _kind in OVERLAY_KINDS:
+    for _direction in ("sent", "received"):
+        MEMBERSHIP_MESSAGES.labels(kind=_kind, direction=_direction)
+for _view in ("active", "passive"):
+    OVERLAY_VIEW.labels(view=_view)
 
 
 class SearchMetrics:

@@ -49,7 +49,7 @@ class Node:
         self.table = PeerTable(
             settings.peer_id,
             ttl_s=settings.peer_ttl_s,
-            max_peers=settings.max_peers,
+            max_peers=settings.active_view,
             friend_urls=settings.friends,
             max_per_network=settings.max_peers_per_network,
         )

@@ -17,10 +17,14 @@ and a larger **passive view** (peers it knows of, to replace active ones that fa
     shuffle      every `shuffle_interval_s` a peer sends a few active and passive entries on
                  a random walk; the peer at its end answers with as many of its own; both
                  merge them into their passive views (fresh knowledge, bounded)
+    top up       a peer whose active view is not full asks one passive peer a round (low
+                 priority), so small networks become full meshes and views stay near full
 
 The cost of failure detection is the active view's size, not the network's. Framework-free:
 the calls to other peers are an injected `OverlayLink`, randomness an injected
-`random.Random`, so the simulator runs this class unchanged over thousands of peers.
+`random.Random`, what happens to the views is reported to injected `OverlayEvents` (a
+peer keeps its search table and its metrics with them), so the simulator runs this class
+unchanged over thousands of peers.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Descriptor", "Overlay", "OverlayConfig", "OverlayLink", "OverlayStats"]
+__all__ = [
+    "NO_OVERLAY_EVENTS",
+    "Descriptor",
+    "Overlay",
+    "OverlayConfig",
+    "OverlayEvents",
+    "OverlayLink",
+    "OverlayStats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +76,13 @@ class OverlayLink(Protocol):
     """The overlay's messages to one other peer. Each raises ConnectionError (or
     OSError, TimeoutError) when the peer cannot be reached."""
 
-    async def join(self, target: Descriptor, new: Descriptor) -> None: ...
+    async def join(
+        self, target: Descriptor, new: Descriptor
+    ) -> tuple[Descriptor, list[Descriptor]]:
+        """Ask `target` to take `new` in. Returns the target as it answered (a friend is
+        known by its URL only until then) and the peers it offers for the passive view."""
+        ...
+
     async def forward_join(
         self, target: Descriptor, new: Descriptor, ttl: int, sender: Descriptor
     ) -> None: ...
@@ -77,7 +95,43 @@ class OverlayLink(Protocol):
     async def shuffle_reply(
         self, target: Descriptor, me: Descriptor, entries: list[Descriptor]
     ) -> None: ...
-    async def ping(self, target: Descriptor) -> None: ...
+    async def ping(self, target: Descriptor, me: Descriptor) -> bool:
+        """Whether `target`, which answered, still holds `me` as its neighbour."""
+        ...
+
+
+class OverlayEvents(Protocol):
+    """What the overlay reports as it works (a peer: its search table and metrics)."""
+
+    def sent(self, kind: str) -> None: ...
+    def activated(self, peer: Descriptor) -> None: ...
+    def deactivated(self, peer: Descriptor) -> None: ...
+    def failed(self, peer: Descriptor) -> None: ...
+    def replaced(self) -> None: ...
+    def shuffled(self) -> None: ...
+
+
+class _NoEvents:
+    def sent(self, kind: str) -> None:
+        pass
+
+    def activated(self, peer: Descriptor) -> None:
+        pass
+
+    def deactivated(self, peer: Descriptor) -> None:
+        pass
+
+    def failed(self, peer: Descriptor) -> None:
+        pass
+
+    def replaced(self) -> None:
+        pass
+
+    def shuffled(self) -> None:
+        pass
+
+
+NO_OVERLAY_EVENTS: OverlayEvents = _NoEvents()
 
 
 @dataclass(slots=True)
@@ -105,17 +159,20 @@ class Overlay:
         link: OverlayLink,
         config: OverlayConfig | None = None,
         rng: random.Random | None = None,
+        events: OverlayEvents = NO_OVERLAY_EVENTS,
     ) -> None:
         self.me = me
         self.link = link
         self.config = config or OverlayConfig()
         self.rng = rng or random.Random()
+        self.events = events
         self.active: dict[str, Descriptor] = {}
         self.passive: dict[str, Descriptor] = {}
         self.stats = OverlayStats()
         self._repairing = False
         self._repair_again = False
         self._sent_in_shuffle: list[str] = []  # what our last shuffle gave away
+        self._left: dict[str, float] = {}  # peer id -> when it last disconnected us
 
     # -- views ------------------------------------------------------------------------
 
@@ -147,11 +204,18 @@ class Overlay:
         self.passive.pop(peer.peer_id, None)
         self.active[peer.peer_id] = peer
         for old in dropped:
+            self.events.deactivated(old)
+        self.events.activated(peer)
+        for old in dropped:
             self._add_passive(old)
             await self._send("disconnect", self.link.disconnect(old, self.me))
 
-    async def _send(self, kind: str, call: Awaitable[object]) -> bool:
+    def _count(self, kind: str) -> None:
         self.stats.count(kind)
+        self.events.sent(kind)
+
+    async def _send(self, kind: str, call: Awaitable[object]) -> bool:
+        self._count(kind)
         try:
             await call
         except _FAILED:
@@ -160,12 +224,15 @@ class Overlay:
 
     # -- join -------------------------------------------------------------------------
 
-    async def join(self, contact: Descriptor) -> bool:
-        """Join through `contact` (a friend). True if it answered."""
-        if not await self._send("join", self.link.join(contact, self.me)):
-            return False
+    async def join(self, contact: Descriptor) -> tuple[Descriptor, list[Descriptor]]:
+        """Join through `contact` (a friend): it becomes a neighbour, the peers it offers
+        passive entries. Returns both; raises what the link raises if it does not answer."""
+        self._count("join")
+        contact, offered = await self.link.join(contact, self.me)
         await self._add_active(contact)
-        return True
+        for peer in offered:
+            self._add_passive(peer)
+        return contact, offered
 
     async def on_join(self, new: Descriptor) -> None:
         await self._add_active(new)
@@ -198,8 +265,27 @@ class Overlay:
         """Become `peer`'s neighbour: it takes us with high priority (it just joined)."""
         if peer.peer_id in self.active or peer.peer_id == self.me.peer_id:
             return
-        if await self._send("neighbor", self.link.neighbor(peer, self.me, True)):
+        try:
+            accepted = await self._request(peer, True)
+        except _FAILED:
+            return
+        if accepted:
             await self._add_active(peer)
+
+    async def _request(self, peer: Descriptor, high: bool) -> bool:
+        """NEIGHBOR: True if `peer` accepted and has not disconnected us since (its
+        DISCONNECT can overtake its answer; then it is only a passive entry)."""
+        self._count("neighbor")
+        asked_at = asyncio.get_running_loop().time()
+        accepted = await self.link.neighbor(peer, self.me, high)
+        return accepted and self.still_wanted(peer, asked_at)
+
+    def still_wanted(self, peer: Descriptor, asked_at: float) -> bool:
+        """False if `peer` disconnected us after `asked_at` (it is kept as passive)."""
+        if self._left.get(peer.peer_id, float("-inf")) < asked_at:
+            return True
+        self._add_passive(peer)
+        return False
 
     # -- the other messages -------------------------------------------------------------
 
@@ -214,8 +300,13 @@ class Overlay:
         return True
 
     async def on_disconnect(self, peer: Descriptor) -> None:
-        if self.active.pop(peer.peer_id, None) is not None:
-            self._add_passive(peer)
+        self._left[peer.peer_id] = asyncio.get_running_loop().time()
+        while len(self._left) > self.config.passive_size:
+            del self._left[next(iter(self._left))]
+        gone = self.active.pop(peer.peer_id, None)
+        if gone is not None:
+            self.events.deactivated(gone)
+            self._add_passive(gone)
             await self.repair()
 
     async def on_shuffle(
@@ -261,23 +352,69 @@ class Overlay:
         self._sent_in_shuffle = [p.peer_id for p in entries]
         target = self.rng.choice(list(self.active.values()))
         self.stats.shuffles += 1
+        self.events.shuffled()
         if not await self._send(
             "shuffle", self.link.shuffle(target, self.me, entries, config.shuffle_walk, self.me)
         ):
             await self.failed(target.peer_id)
 
     async def ping_neighbours(self) -> None:
-        """Failure detection: one ping per active neighbour (the cost is the view's size)."""
-        for peer in list(self.active.values()):
-            if not await self._send("ping", self.link.ping(peer)):
+        """Failure detection: one ping per active neighbour (the cost is the view's size),
+        then one low-priority top-up request if the view is not full."""
+        peers = list(self.active.values())
+        answers = await asyncio.gather(*(self.ping(p) for p in peers))
+        for peer, ok in zip(peers, answers, strict=True):
+            if not ok:
                 await self.failed(peer.peer_id)
+        await self.top_up()
+
+    async def ping(self, peer: Descriptor) -> bool:
+        """One ping: True if `peer` answered (as itself). One that answers but no longer
+        holds us as its neighbour (a DISCONNECT overtook the answer that made it one) is
+        moved to the passive view: the views become symmetric again."""
+        self._count("ping")
+        try:
+            mutual = await self.link.ping(peer, self.me)
+        except _FAILED:
+            return False
+        if not mutual:
+            await self.on_disconnect(peer)
+        return True
+
+    async def top_up(self) -> None:
+        """Ask one random passive peer to become a neighbour, if the active view has room.
+
+        Low priority, so a full peer refuses (and keeps us as a passive entry): views grow
+        to full where there is room, and a network smaller than the view becomes a mesh.
+        """
+        if not self.active or len(self.active) >= self.config.active_size or self._repairing:
+            return
+        candidates = list(self.passive.values())
+        if not candidates:
+            return
+        peer = self.rng.choice(candidates)
+        try:
+            accepted = await self._request(peer, False)
+        except _FAILED:
+            self.passive.pop(peer.peer_id, None)
+            return
+        if accepted:
+            await self.adopt(peer)
+
+    async def adopt(self, peer: Descriptor) -> None:
+        """Take `peer`, which accepted our NEIGHBOR request, as a neighbour (even if the view
+        filled meanwhile: a random one makes room, so the views stay symmetric)."""
+        await self._add_active(peer)
 
     async def failed(self, peer_id: str) -> None:
         """`peer_id` did not answer (a ping, a forward, a search that timed out on it)."""
-        if self.active.pop(peer_id, None) is None:
+        gone = self.active.pop(peer_id, None)
+        if gone is None:
             self.passive.pop(peer_id, None)
             return
         self.stats.failures += 1
+        self.events.deactivated(gone)
+        self.events.failed(gone)
         await self.repair()
 
     async def repair(self) -> None:
@@ -309,28 +446,32 @@ class Overlay:
             tried.add(peer.peer_id)
             high = not self.active
             try:
-                self.stats.count("neighbor")
-                accepted = await self.link.neighbor(peer, self.me, high)
+                accepted = await self._request(peer, high)
             except _FAILED:
                 self.passive.pop(peer.peer_id, None)  # gone: forget it
                 continue
             if accepted:
                 await self._add_active(peer)
                 self.stats.replacements += 1
+                self.events.replaced()
             elif self.active:
                 return  # refused at low priority: the next round tries again
 
-    async def run(self) -> None:
-        """Pings and shuffles for ever, each on its own period (jittered)."""
+    async def run(self, ping_round: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Pings (or `ping_round`, a caller's round that includes them) and shuffles for
+        ever, each on its own period (jittered); a round that raises is logged, not fatal."""
         config = self.config
 
         async def every(period: float, work: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(self.rng.uniform(0, period))
             while True:
-                await work()
+                try:
+                    await work()
+                except Exception:
+                    logger.exception("overlay round failed")
                 await asyncio.sleep(period * self.rng.uniform(0.9, 1.1))
 
         await asyncio.gather(
-            every(config.ping_interval_s, self.ping_neighbours),
+            every(config.ping_interval_s, ping_round or self.ping_neighbours),
             every(config.shuffle_interval_s, self.shuffle),
         )

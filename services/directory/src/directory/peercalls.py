@@ -10,14 +10,20 @@ from directory.auth import PeerAuth
 from directory.membership import PeerUnavailable, RegistrationError
 from directory.transport import PeerCallError, PeerHttp
 from directory.urlguard import PinnedUrl
-from peerfind.api import PEER_ID_PATTERN, ErrorResponse, RegisterResponse
+from peerfind.api import (
+    PEER_ID_PATTERN,
+    ErrorResponse,
+    OverlayAnswer,
+    OverlayMessage,
+    RegisterResponse,
+)
 
 __all__ = ["MAX_HEALTH_BYTES", "MAX_REGISTER_BYTES", "RestPeerCalls"]
 
 _PEER_ID = re.compile(PEER_ID_PATTERN)
-# A /health answer is well under 2 KiB; a /register answer lists at most a table of peers.
+# A /health answer is well under 2 KiB; a /register answer lists an active view at most.
 MAX_HEALTH_BYTES = 64 * 1024
-MAX_REGISTER_BYTES = 4 * 1024 * 1024
+MAX_REGISTER_BYTES = 256 * 1024
 
 
 def _target(url: str, pinned: PinnedUrl | None) -> tuple[str, dict[str, str], str | None]:
@@ -61,15 +67,37 @@ class RestPeerCalls:
         return peer_id, grpc_address if isinstance(grpc_address, str) else ""
 
     async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
+        body = await self._post(url, "/register", {"url": self.self_url}, pinned)
+        try:
+            return RegisterResponse.model_validate_json(body)
+        except ValidationError:
+            raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
+
+    async def overlay(
+        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+    ) -> OverlayAnswer:
+        body = await self._post(
+            url, "/overlay", {"message": message.model_dump(mode="json")}, pinned
+        )
+        try:
+            return OverlayAnswer.model_validate_json(body)
+        except ValidationError:
+            raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
+
+    async def _post(
+        self, url: str, path: str, body: dict[str, object], pinned: PinnedUrl | None
+    ) -> bytes:
+        """POST a membership message; the answer's body if 2xx. A peer that cannot be
+        reached or fails (5xx) raises PeerUnavailable; one that refuses, RegistrationError."""
         base, headers, sni = _target(url, pinned)
         try:
             answer = await self.http.call(
                 "POST",
-                f"{base}/register",
-                json_body={"url": self.self_url},
+                f"{base}{path}",
+                json_body=body,
                 headers={**headers, **self.auth.headers},
                 server_hostname=sni,
-                # The peer verifies us (one /health call of its own) before it answers.
+                # The peer may verify us (one /health call of its own) before it answers.
                 timeout_s=self.timeout_s * 2 + 1,
                 max_bytes=MAX_REGISTER_BYTES,
             )
@@ -77,13 +105,10 @@ class RestPeerCalls:
             raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
         if answer.status >= 500:
             raise PeerUnavailable(f"{url} answered HTTP {answer.status}")
-        if answer.status != 200:
+        if not 200 <= answer.status < 300:
             try:
                 detail = ErrorResponse.model_validate_json(answer.body).detail
             except ValidationError:
                 detail = answer.body[:200].decode(errors="replace")
             raise RegistrationError("refused", f"{url} refused us: {detail}")
-        try:
-            return RegisterResponse.model_validate_json(answer.body)
-        except ValidationError:
-            raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
+        return answer.body

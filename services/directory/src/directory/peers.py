@@ -20,8 +20,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from peerfind.api import PeerInfo, PeerState
 
@@ -86,6 +87,8 @@ class PeerTable:
         self._slot: dict[str, int] = {}  # peer id -> its index in _ids
         self._by_url: dict[str, str] = {}
         self._per_network: Counter[str] = Counter()
+        self.on_suspect: Callable[[str], None] | None = None
+        """Told when a peer goes from alive to suspect (membership confirms with a ping)."""
 
     def _add(self, peer: Peer) -> None:
         self._peers[peer.peer_id] = peer
@@ -122,6 +125,19 @@ class PeerTable:
     def by_url(self, url: str) -> Peer | None:
         peer_id = self._by_url.get(url.rstrip("/"))
         return None if peer_id is None else self._peers[peer_id]
+
+    def now(self) -> float:
+        """The table's clock (last_seen is on it)."""
+        return self._clock()
+
+    def unseen(self, age_s: float) -> list[Peer]:
+        """Peers with no successful contact for longer than `age_s`."""
+        cutoff = self._clock() - age_s
+        return [p for p in self._peers.values() if p.last_seen < cutoff]
+
+    def network_count(self, network: str) -> int:
+        """Peers admitted from `network` (a /24 or /64)."""
+        return self._per_network[network]
 
     def is_friend_url(self, url: str) -> bool:
         return url.rstrip("/") in self.friend_urls
@@ -198,6 +214,8 @@ class PeerTable:
         peer.failures += 1
         if peer.state == "alive":
             peer.state = "suspect"
+            if self.on_suspect is not None:
+                self.on_suspect(peer_id)
 
     def prune(self) -> list[Peer]:
         """Drop non-friends unseen for longer than the TTL; friends become `down`."""
@@ -257,12 +275,16 @@ class PeerTable:
         return counts
 
 
-def save_remembered(path: Path, peers: Iterable[Peer]) -> None:
-    """Persist the peers we know (id, URL, gRPC address) atomically, for restarts."""
-    data = [
-        {k: v for k, v in asdict(p).items() if k in ("peer_id", "url", "grpc_address")}
-        for p in peers
-    ]
+class _Known(Protocol):
+    @property
+    def peer_id(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+def save_remembered(path: Path, peers: Iterable[_Known]) -> None:
+    """Persist the peers we know (id, URL) atomically, for restarts."""
+    data = [{"peer_id": p.peer_id, "url": p.url} for p in peers]
     tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

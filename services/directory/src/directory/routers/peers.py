@@ -1,15 +1,18 @@
-"""Membership: POST /register, POST /bootstrap, GET /peers."""
+"""Membership: POST /register (join), POST /overlay, POST /bootstrap, GET /peers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from directory.deps import NodeDep, PeerAuth, RateLimited
+from directory.deps import NodeDep, PeerAuth, PeerTraffic, RateLimited
 from directory.errors import ApiError
 from directory.membership import RegistrationError
 from peerfind.api import (
     BootstrapResponse,
     ErrorResponse,
+    OverlayAnswer,
+    OverlayRequest,
+    PeerRef,
     PeersResponse,
     RegisterRequest,
     RegisterResponse,
@@ -29,12 +32,32 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     dependencies=[RateLimited, PeerAuth],
 )
 async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
-    """Register a remote peer after checking that its URL answers `/health` as a peer.
+    """A peer joins through this one (HyParView's JOIN), after its URL answered `/health`
+    as a peer. It becomes a neighbour (a full active view makes room: one neighbour moves
+    to the passive view), and the join walks on through the overlay.
 
-    Answers with the peers this peer knows, so newcomers learn the network.
+    Answers with this peer's active view: the newcomer's first passive entries.
     """
     try:
         return await node.membership.welcome(body.url)
+    except RegistrationError as exc:
+        raise ApiError(exc.status, exc.reason, exc.detail) from None
+
+
+@router.post(
+    "/overlay",
+    response_model=OverlayAnswer,
+    responses=_ERRORS,
+    dependencies=[PeerTraffic],
+)
+async def overlay(body: OverlayRequest, node: NodeDep) -> OverlayAnswer:
+    """One overlay message from another peer: `forward_join`, `neighbor`, `disconnect`,
+    `shuffle` or `shuffle_reply` (docs/protocol.md, "Membership"). A `neighbor` request
+    is verified (its URL must answer `/health` with its id) and answered with `accepted`;
+    the others are taken in and handled in the background.
+    """
+    try:
+        return await node.membership.receive(body.message)
     except RegistrationError as exc:
         raise ApiError(exc.status, exc.reason, exc.detail) from None
 
@@ -46,13 +69,22 @@ async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
     dependencies=[RateLimited, PeerAuth],
 )
 async def bootstrap(node: NodeDep) -> BootstrapResponse:
-    """Register this peer with its primary friend, or its backup if the primary fails."""
+    """Join the overlay through the primary friend, or the backup if the primary fails."""
     return await node.membership.bootstrap()
 
 
 @router.get("/peers", response_model=PeersResponse)
 async def peers(node: NodeDep) -> PeersResponse:
-    """Known peers with their state and when they were last seen."""
+    """Both overlay views: `peers`, the active view (neighbours, with their state and when
+    they last answered), and `passive`, the peers known as replacements."""
+    overlay = node.membership.overlay
     return PeersResponse(
-        peer_id=node.settings.peer_id, peers=[p.info() for p in node.table.peers()]
+        peer_id=node.settings.peer_id,
+        peers=[p.info() for p in node.table.peers()],
+        passive=[
+            PeerRef.model_construct(peer_id=p.peer_id, url=p.url)
+            for p in sorted(overlay.passive.values(), key=lambda p: p.peer_id)
+        ],
+        active_size=overlay.config.active_size,
+        passive_size=overlay.config.passive_size,
     )
