@@ -39,6 +39,7 @@ FAMILIES = {
     "memory": "bench.memory",
     "query": "bench.query",
     "footprint": "bench.footprint",
+    "overlay": "bench.overlay",
 }
 
 

@@ -1,5 +1,6 @@
 """Fidelity: ten real peers on 127.0.1.x and the simulator, on the same overlay, with the
-same queries, are answered by the same peers (no loss, no deadline pressure).
+same queries, are answered by the same peers (no loss, no deadline pressure), up to the
+races of a real flood.
 
 The real peers keep small active views (`active_view` 3), so their overlay is sparse and a search
 with a TTL of 1 to 3 reaches part of the network, not all of it. With a fanout above every
@@ -81,7 +82,12 @@ def _simulated_answers(
     tables: dict[str, tuple[str, ...]], files: dict[str, list[str]]
 ) -> dict[tuple[str, int], set[str]]:
     async def main() -> dict[tuple[str, int], set[str]]:
-        net = SimNetwork(LinkModel(seed=1), max_peers=TABLE, seed=1)
+        # Every link as fast as every other, as on loopback: the copy of a query that
+        # reaches a peer first is the one with the fewest hops, here as there (a peer
+        # forwards only its first copy, so with unequal links which copy wins decides
+        # how far a flood goes).
+        model = LinkModel(latency_sigma=0.0, processing_sigma=0.0, seed=1)
+        net = SimNetwork(model, max_peers=TABLE, seed=1)
         peers = {}
         for peer_id in tables:
             peers[peer_id] = net.add(files[peer_id], peer_id=peer_id)
@@ -128,7 +134,14 @@ def test_real_peers_and_the_simulator_are_answered_by_the_same_peers(tmp_path: P
         simulated = _simulated_answers(before, files)
     finally:
         net.stop()
-    assert simulated == real
+    # One hop: the same peers. From two on, a copy that came the long way round can
+    # reach a real peer first and stop there (a peer forwards only its first copy), so
+    # the real answer is a subset of the simulated one (on equal links: every peer within
+    # TTL hops), never a superset; and most of the time all of it.
+    for key, peers in real.items():
+        assert peers <= simulated[key] if key[1] > 1 else peers == simulated[key], key
+    same = sum(real[key] == simulated[key] for key in real)
+    assert same >= 0.8 * len(real), f"{same} of {len(real)} answers agree"
     # The overlay is sparse enough that the TTL matters: some search reaches part of it.
     assert any(len(peers) < PEERS for (_, ttl), peers in real.items() if ttl == 1)
 

@@ -75,8 +75,8 @@ def test_friends_follow_the_ordinals_of_n_pods(tmp_path: Path, peers_docs: list[
 
 def test_base_fields_are_kept_and_derived_ones_win() -> None:
     base = json.loads((BASE_DIR / "peer.json").read_text())
-    config = peer_config.derive({**base, "peer_id": "x", "max_peers": 9}, environ_of("net-4"))
-    assert config["max_peers"] == 9
+    config = peer_config.derive({**base, "peer_id": "x", "active_view": 9}, environ_of("net-4"))
+    assert config["active_view"] == 9
     assert config["peer_id"] == "net-4"
     assert config["friend_primary"] == "http://net-3.peerfind.peerfind.svc.cluster.local:8000"
     assert config["friend_backup"] == "http://net-0.peerfind.peerfind.svc.cluster.local:8000"

@@ -219,8 +219,8 @@ def test_health_json_and_table(directory: Any) -> None:
     assert "3 files, 1.2 kB" in result.stdout
 
 
-def test_peers_table(directory: Any) -> None:
-    from peerfind.api import PeerInfo
+def test_peers_table_shows_both_views(directory: Any) -> None:
+    from peerfind.api import PeerInfo, PeerRef
 
     directory.state.peers = [
         PeerInfo(
@@ -232,13 +232,22 @@ def test_peers_table(directory: Any) -> None:
             friend=True,
         ),
     ]
+    directory.state.passive = [PeerRef(peer_id="peer7", url="http://127.0.0.1:8007")]
     result = invoke("peers", "--peer", directory.url)
     assert result.exit_code == 0
     row = next(line for line in result.stdout.splitlines() if "peer2" in line)
     assert all(word in row for word in ("suspect", "127.0.0.1:50052", "never", "yes"))
-    assert "1 peer(s)" in result.stdout
+    lines = result.stdout.splitlines()
+    active_at = next(i for i, line in enumerate(lines) if "active view" in line)
+    passive_at = next(i for i, line in enumerate(lines) if "passive view" in line)
+    peer7_at = next(i for i, line in enumerate(lines) if "peer7" in line)
+    assert active_at < passive_at < peer7_at  # each peer under the view it is in
+    words = " ".join(result.stdout.split())  # a title may wrap
+    assert "(1 of 6)" in words and "(1 of 36)" in words
+    assert "1 neighbour(s), 1 passive peer(s)" in result.stdout
     data = json.loads(invoke("peers", "--peer", directory.url, "--json").stdout)
     assert data["peers"][0]["state"] == "suspect"
+    assert data["passive"] == [{"peer_id": "peer7", "url": "http://127.0.0.1:8007"}]
 
 
 def test_files_table_shows_the_next_page(directory: Any) -> None:

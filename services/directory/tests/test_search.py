@@ -166,11 +166,3 @@ def test_seen_queries_bounded_in_count_and_age() -> None:
     now[0] = 100.0
     assert seen.first_time("b")  # expired by age
     assert len(seen) == 1
-
-
-def test_a_later_copy_is_forwarded_only_with_more_hops_left() -> None:
-    seen = SeenQueries()
-    assert seen.visit("q", 1) == (True, True)  # the first copy came the long way round
-    assert seen.visit("q", 1) == (False, False)
-    assert seen.visit("q", 3) == (False, True)  # the direct copy still goes on
-    assert seen.visit("q", 2) == (False, False)

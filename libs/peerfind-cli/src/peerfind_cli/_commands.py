@@ -151,17 +151,22 @@ def health(
 
 @app.command()
 def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
-    """List the peers a peer knows."""
+    """List a peer's overlay views: its neighbours (active) and its replacements (passive)."""
     settings = for_command(ctx, peer, as_json)
     result = run(_call(settings, lambda c: c.peers()))
     if settings.as_json:
         print_json(result.model_dump_json(indent=2))
         return
-    table = Table(title=Text(f"peers known to {result.peer_id}"))
+    active = Table(
+        title=Text(
+            f"{result.peer_id}'s active view: neighbours searched through and pinged "
+            f"({len(result.peers)} of {result.active_size})"
+        )
+    )
     for column in ("peer", "state", "REST URL", "gRPC address", "last seen (UTC)", "friend"):
-        table.add_column(column)
+        active.add_column(column)
     for info in result.peers:
-        table.add_row(
+        active.add_row(
             Text(info.peer_id),
             Text(info.state),
             Text(info.url),
@@ -169,9 +174,20 @@ def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOpti
             when(info.last_seen),
             "yes" if info.friend else "",
         )
+    passive = Table(
+        title=Text(
+            f"passive view: known peers, replacements for neighbours "
+            f"({len(result.passive)} of {result.passive_size})"
+        )
+    )
+    for column in ("peer", "REST URL"):
+        passive.add_column(column)
+    for ref in result.passive:
+        passive.add_row(Text(ref.peer_id), Text(ref.url))
     console = stdout_console()
-    console.print(table)
-    console.print(f"{len(result.peers)} peer(s)")
+    console.print(active)
+    console.print(passive)
+    console.print(f"{len(result.peers)} neighbour(s), {len(result.passive)} passive peer(s)")
 
 
 @app.command()

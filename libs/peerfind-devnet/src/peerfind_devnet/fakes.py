@@ -45,6 +45,7 @@ from peerfind.api import (
     HealthResponse,
     IndexHealth,
     PeerInfo,
+    PeerRef,
     PeersResponse,
     RegisterRequest,
     RegisterResponse,
@@ -124,6 +125,7 @@ class DirectoryState:
     health: HealthResponse = field(default_factory=make_health)
     health_status: int = 200
     peers: list[PeerInfo] = field(default_factory=list)
+    passive: list[PeerRef] = field(default_factory=list)
     files: list[FileInfo] = field(default_factory=list)
     hits: list[SearchHit] = field(default_factory=list)
     failed: list[FailedPeer] = field(default_factory=list)
@@ -180,7 +182,13 @@ def build_directory_app(holder: dict[str, DirectoryState]) -> FastAPI:
 
     @app.get("/peers")
     async def peers() -> PeersResponse:
-        return PeersResponse(peer_id=PEER_ID, peers=state().peers)
+        return PeersResponse(
+            peer_id=PEER_ID,
+            peers=state().peers,
+            passive=state().passive,
+            active_size=6,
+            passive_size=36,
+        )
 
     @app.get("/files")
     async def files(limit: int = 100, after: str | None = None) -> FilesResponse:

@@ -1,11 +1,9 @@
 """Distributed search: local lookup, then a bounded flood to neighbours.
 
 Every query carries an id, a TTL (hops left) and a deadline. A peer that sees a
-query id again answers from its local index only, and forwards it again only if this
-copy has more hops left than every earlier one (no loops, since hops only decrease; and
-a flood reaches every peer within TTL hops whichever route is faster; the entry merges
-hits by peer and path, so cycles add no duplicates). It never forwards back to the
-sender. Neighbours that fail or miss the
+query id again answers from its local index only and never forwards it (no loops;
+the entry merges hits by peer and path, so cycles add no duplicates), and it never
+forwards back to the sender. Neighbours that fail or miss the
 deadline never fail the search: they are listed in `peers_failed` and the
 answer says `partial: true`.
 
@@ -178,8 +176,7 @@ def new_query_id() -> str:
 
 
 class SeenQueries:
-    """Query ids seen recently, with the most hops any copy had left: bounded in count
-    and in age."""
+    """Query ids seen recently: bounded in count and in age."""
 
     def __init__(
         self,
@@ -190,32 +187,22 @@ class SeenQueries:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._clock = clock
-        self._seen: BoundedLru[str, tuple[float, int]] = BoundedLru(capacity)
+        self._seen: BoundedLru[str, float] = BoundedLru(capacity)
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def visit(self, query_id: str, ttl: int) -> tuple[bool, bool]:
-        """Record a copy of `query_id` with `ttl` hops left: (first, worth_forwarding).
-
-        A later copy is worth forwarding only if it has more hops left than every earlier
-        one: the copy that arrived first may have come the long way round, and forwarding
-        only it would make a flood's reach depend on which route was faster.
-        """
+    def first_time(self, query_id: str) -> bool:
+        """Record `query_id`; True if it had not been seen within the TTL."""
         now = self._clock()
         cutoff = now - self.ttl_s
         seen = self._seen
-        while (oldest := seen.oldest()) is not None and oldest[0] < cutoff:
+        while (oldest := seen.oldest()) is not None and oldest < cutoff:
             seen.drop_oldest()
-        earlier = seen.get(query_id)
-        if earlier is not None and earlier[1] >= ttl:
-            return False, False
-        seen.put(query_id, (now, ttl))
-        return earlier is None, True
-
-    def first_time(self, query_id: str) -> bool:
-        """Record `query_id`; True if it had not been seen within the TTL."""
-        return self.visit(query_id, -1)[0]
+        if query_id in seen:
+            return False
+        seen.put(query_id, now)
+        return True
 
 
 class SearchRouter:
@@ -262,16 +249,15 @@ class SearchRouter:
         events = self.events
         events.received(role)
         # A query seen before (it came by another route too) is answered from the
-        # local index, so the asker still gets our hits when the route that brought the
-        # first copy is slow or dead, and forwarded only with more hops left than any
-        # copy before. Askers merge hits by (peer, path), so nothing is counted twice.
-        first, forward = self.seen.visit(params.query_id, params.ttl)
-        duplicate = not first
+        # local index only and never forwarded again: no loops, and the asker still
+        # gets our hits when the route that brought the first copy is slow or dead.
+        # Askers merge hits by (peer, path), so nothing is counted twice.
+        duplicate = not self.seen.first_time(params.query_id)
         if duplicate:
             events.duplicate()
         deadline = started + params.timeout_s
         targets = self.table.choose(
-            params.fanout if params.ttl > 0 and forward else 0,
+            params.fanout if params.ttl > 0 and not duplicate else 0,
             exclude=[params.sender] if params.sender else (),
             rng=self.rng,
         )
