@@ -122,6 +122,19 @@ class PeerSettings(BaseSettings):
     max_concurrent_streams: int = Field(
         64, ge=1, le=10000, description="Transfers in progress at once (more: refused)."
     )
+    max_streams_per_client: int = Field(
+        16,
+        ge=1,
+        le=10000,
+        description="Transfers in progress at once from one client IPv4 address or IPv6 /64 "
+        "(more: refused).",
+    )
+    stream_stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A transfer that moves no chunk for this long ends (DEADLINE_EXCEEDED).",
+    )
     rescan_interval_s: float = Field(60.0, gt=0, le=86400, description="Safety-net rescan.")
     index_stale_after_s: float = Field(15.0, gt=0, description="Index heartbeat age = stale.")
     hash_rate_mib_s: float = Field(
