@@ -17,7 +17,7 @@ from transfer.slots import StreamSlots, client_key
         ("ipv6:[2001:db8:1:2:bbbb::9]:5001", "2001:db8:1:2::/64"),  # same /64, same client
         ("ipv6:[fe80::1%eth0]:5000", "fe80::/64"),
         ("unix:/run/peerfind.sock", "unix:/run/peerfind.sock"),
-        ("ipv4:not-an-address:1", "ipv4:not-an-address:1"),
+        ("ipv4:not-an-address:1", "not-an-address"),
         ("", ""),
     ],
 )

@@ -155,6 +155,20 @@ class PeerSettings(BaseSettings):
         100.0, ge=0, description="Per-client requests/s on /search, /register, /bootstrap (0: off)."
     )
     rate_limit_burst: int = Field(200, ge=1, description="Per-client burst above the rate.")
+    rest_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A REST connection whose request headers are not complete this long "
+        "after it opened (or after its previous answer) is closed.",
+    )
+    rest_max_connections_per_client: int = Field(
+        64,
+        ge=1,
+        le=100000,
+        description="Open REST connections from one client IPv4 address or IPv6 /64 "
+        "(more: 429 and closed).",
+    )
     cluster_token: SecretStr = Field(
         SecretStr(""),
         description="Shared secret peers must present to register, bootstrap and forward.",

@@ -22,28 +22,20 @@ share, so one client can leave at most `per_client` of them behind.
 
 from __future__ import annotations
 
-import ipaddress
+from peerfind.clients import client_of
 
 __all__ = ["StreamSlots", "client_key"]
 
 
 def client_key(peer: str) -> str:
     """The client a gRPC `context.peer()` string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5",
-    "unix:/path") counts as: its IPv4 address, its IPv6 /64, or the string as it is
-    for anything that is not an IP address (one key per socket path)."""
+    "unix:/path") counts as: `peerfind.clients.client_of` its address; a unix socket
+    (or anything else without an address) counts as the string itself."""
     kind, _, rest = peer.partition(":")
     if kind not in ("ipv4", "ipv6"):
         return peer
-    host = rest.rpartition(":")[0].strip("[]").partition("%")[0]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return peer
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    host = rest.rpartition(":")[0]
+    return client_of(host) if host else peer
 
 
 class StreamSlots:
