@@ -7,10 +7,11 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -18,6 +19,7 @@ import peerfind_cli
 from peerfind import __version__
 from peerfind.api import FailedPeer, FileInfo, SearchHit
 from peerfind.config import DEFAULT_CHUNK_SIZE
+from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 from peerfind_cli import _commands, app, main, parse_size
 from peerfind_devnet.fakes import Pki
 
@@ -478,3 +480,77 @@ def test_cert_file_needs_key_file(pki: Pki) -> None:
     result = invoke("--cert-file", str(pki.client.cert_file), "health")
     assert result.exit_code == 2
     assert result.stderr == "peerfind: --cert-file and --key-file go together\n"
+
+
+# --------------------------------------------------------------------------- an owner that stalls
+# `peerfind download` and `get` waited for ever on an owner that stops mid-stream: a gRPC
+# stream has no deadline of its own and the owner still answers keepalive pings.
+
+FIRST = 4096  # what the owner sends before it stalls
+SIZE = 1_000_000
+WITHIN_S = 30.0  # how long a test lets the CLI run before calling it hung
+
+
+class StallingOwner(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
+    """Sends one chunk of any file, then nothing, for as long as the call lasts."""
+
+    async def DummyDownload(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield transfer_pb2.FileChunk(data=bytes(FIRST), offset=request.offset, name=request.name)
+        await asyncio.Event().wait()  # until the client or the server's stop cancels us
+
+    async def Download(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield transfer_pb2.FileChunk(data=bytes(FIRST), offset=request.offset, name=request.name)
+        await asyncio.Event().wait()
+
+
+@pytest.fixture
+async def stalling() -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    transfer_pb2_grpc.add_FileTransferServicer_to_server(StallingOwner(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+async def cli(*args: str) -> Any:
+    """The CLI in a worker thread, called hung (a failure) after WITHIN_S."""
+    return await asyncio.wait_for(asyncio.to_thread(invoke, *args), WITHIN_S)
+
+
+async def test_download_from_an_owner_that_stalls_fails_with_one_line(
+    directory: Any, stalling: str, hit: HitFactory
+) -> None:
+    directory.state.hits = [hit("big.bin", "peer3", stalling, size=SIZE)]
+    result = await cli("download", "big.bin", "--peer", directory.url, "--stall-timeout", "0.5")
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr)
+    assert result.stderr == (
+        f"peerfind: {stalling} stopped sending: nothing for 0.5 s after {FIRST} bytes\n"
+    )
+    assert result.stdout == ""
+
+
+async def test_get_from_an_owner_that_stalls_fails_and_keeps_the_part(
+    directory: Any, stalling: str, hit: HitFactory, tmp_path: Path
+) -> None:
+    owner = hit("big.bin", "peer3", stalling, size=SIZE).model_copy(update={"sha256": "ab" * 32})
+    directory.state.hits = [owner]
+    output = tmp_path / "big.bin"
+    result = await cli(
+        "get", "big.bin", "--peer", directory.url, "-o", str(output), "--stall-timeout", "0.5"
+    )
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr)
+    assert "every owner failed (peer3: " in result.stderr
+    assert f"stopped sending: nothing for 0.5 s after {FIRST} bytes" in result.stderr
+    assert "run again to resume" in result.stderr
+    assert not output.exists()
+
+
+async def test_the_stall_timeout_must_be_positive(directory: Any) -> None:
+    result = await cli("download", "big.bin", "--peer", directory.url, "--stall-timeout", "0")
+    assert result.exit_code == 2
+    assert "--stall-timeout" in result.stderr

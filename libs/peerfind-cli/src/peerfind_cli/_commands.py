@@ -22,6 +22,7 @@ from peerfind import __version__
 from peerfind.api import SearchHit, SearchRequest
 from peerfind.client import (
     DEFAULT_SOURCES,
+    DEFAULT_STALL_TIMEOUT_S,
     PeerClient,
     choose_owner,
     download_from,
@@ -67,6 +68,16 @@ FanoutOption = Annotated[
 TimeoutOption = Annotated[
     int | None,
     typer.Option("--timeout-ms", min=1, metavar="MS", help="Search deadline in milliseconds."),
+]
+StallOption = Annotated[
+    float,
+    typer.Option(
+        "--stall-timeout",
+        min=0.001,
+        max=3600,
+        metavar="SECONDS",
+        help="Fail when an owner sends nothing for this long mid-download.",
+    ),
 ]
 
 
@@ -261,6 +272,7 @@ def download(
         str | None,
         typer.Option("--from-peer", metavar="PEER_ID", help="Download from this owner."),
     ] = None,
+    stall_timeout: StallOption = DEFAULT_STALL_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Locate NAME through any peer, then stream it from its owner over gRPC."""
@@ -274,7 +286,12 @@ def download(
     owner = _pick(hits, from_peer)
     with progress(name, owner.size, enabled=not settings.as_json) as on_chunk:
         work = download_from(
-            owner.grpc_address, name, chunk_size=chunk, on_chunk=on_chunk, tls=settings.tls
+            owner.grpc_address,
+            name,
+            chunk_size=chunk,
+            on_chunk=on_chunk,
+            tls=settings.tls,
+            stall_timeout_s=stall_timeout,
         )
         result = run(work)
     if settings.as_json:
@@ -315,6 +332,7 @@ def get(
         typer.Option("--sha256", metavar="HEX", help="Fetch this version (default: most owners)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
+    stall_timeout: StallOption = DEFAULT_STALL_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Download NAME's real bytes from up to --sources owners, verified by SHA-256.
@@ -342,6 +360,7 @@ def get(
             force=force,
             on_progress=on_progress,
             tls=settings.tls,
+            stall_timeout_s=stall_timeout,
         )
         result = run(work)
     if settings.as_json:
