@@ -143,7 +143,7 @@ class PeerSettings(BaseSettings):
     peer_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs peer URLs must resolve into; empty: any address but loopback, "
-        "link-local, multicast, unspecified and reserved ones (SSRF guard).",
+        "link-local, multicast, unspecified, reserved and cloud metadata ones (SSRF guard).",
     )
     resolve_hostnames: bool = Field(
         True, description="Accept host names in peer URLs (false: IP literals only)."
