@@ -111,7 +111,14 @@ def rig(ctx: Context) -> Iterator[Rig]:
     with open(shared / FILE_NAME, "wb") as sparse:  # the size is all a dummy transfer reads
         sparse.truncate(GIB)
     spec = PeerSpec.on_free_ports(
-        "tpeer", PEER_HOST, shared, root / "state", log_format="text", log_level="WARNING"
+        "tpeer",
+        PEER_HOST,
+        shared,
+        root / "state",
+        log_format="text",
+        log_level="WARNING",
+        # Every stream comes from the one worker process: its share must hold all of them.
+        max_streams_per_client=CONCURRENT_STREAMS,
     )
     peer = PeerProcesses(spec, root)
     with Helpers(root / "logs") as helpers:

@@ -78,28 +78,30 @@ def _contract() -> dict[str, Any]:
     return app.openapi()
 
 
-# Every check runs with its defaults, with one addition: a schema-valid /register
-# body names a URL, and whether that URL answers as a peer is a fact about the
-# network, not about the request's shape. Refusing such a URL (400: unreachable,
-# not a peer, outside peer_networks, a host name) is the right answer to valid input.
+# Every check runs with its defaults, with one addition: a schema-valid /register or
+# /overlay body names URLs, and whether a URL answers as a peer (or is one at all) is a
+# fact about the network, not about the request's shape. Refusing such a URL (400:
+# invalid, unreachable, not a peer, outside peer_networks, a host name) is the right
+# answer to valid input.
 CONFIG = SchemathesisConfig.from_dict(
     {
         "operations": [
             {
-                "include-path": "/register",
+                "include-path": path,
                 "checks": {
                     "positive_data_acceptance": {
                         "expected-statuses": [*POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "400"]
                     }
                 },
             }
+            for path in ("/register", "/overlay")
         ]
     }
 )
 CONTRACT = _contract()
 schema = schemathesis.openapi.from_dict(CONTRACT, config=CONFIG)
 if not GUARDED:
-    schema = schema.exclude(path="/register")
+    schema = schema.exclude(path="/register").exclude(path="/overlay")
 
 
 def test_the_running_peer_serves_this_contract(fuzzed_peer: PeerProcesses) -> None:

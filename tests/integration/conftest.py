@@ -39,6 +39,8 @@ def make_network(tmp_path: Path) -> Iterator[NetworkFactory]:
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     root = tmp_path_factory.mktemp("network")
-    net = Devnet(root, build_specs(root))
+    # Room for one test client's 20 concurrent downloads (test_network.py); the default
+    # share of one client is 16 of the 64 transfer slots.
+    net = Devnet(root, build_specs(root, max_streams_per_client=20))
     with net.running():
         yield net

@@ -189,6 +189,8 @@ def test_transfer_health_and_reflection(network: Devnet) -> None:
 def test_twenty_concurrent_searches_and_downloads(network: Devnet) -> None:
     entry = network["peer1"].spec.url
     owner = network["peer3"].spec
+    # Every download comes from 127.0.0.1: one client, whose share of the owner's
+    # transfer slots (max_streams_per_client) the network fixture raises to 20.
     size = (owner.shared_dir / "media" / "video3.mp4").stat().st_size
 
     async def search(client: httpx.AsyncClient) -> int:

@@ -7,10 +7,11 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -18,7 +19,8 @@ import peerfind_cli
 from peerfind import __version__
 from peerfind.api import FailedPeer, FileInfo, SearchHit
 from peerfind.config import DEFAULT_CHUNK_SIZE
-from peerfind_cli import _commands, app, main, parse_size
+from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+from peerfind_cli import _commands, _output, app, main, parse_size
 from peerfind_devnet.fakes import Pki
 
 HitFactory = Callable[..., SearchHit]
@@ -196,7 +198,7 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_errors_outside_commands_are_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(work: Any) -> Any:
+    def broken(work: Any, **_: Any) -> Any:
         work.close()
         raise OSError("disk on fire")
 
@@ -487,3 +489,180 @@ def test_cert_file_needs_key_file(pki: Pki) -> None:
     result = invoke("--cert-file", str(pki.client.cert_file), "health")
     assert result.exit_code == 2
     assert result.stderr == "peerfind: --cert-file and --key-file go together\n"
+
+
+# --------------------------------------------------------------------------- an owner that stalls
+# `peerfind download` and `get` waited for ever on an owner that stops mid-stream: a gRPC
+# stream has no deadline of its own and the owner still answers keepalive pings.
+
+FIRST = 4096  # what the owner sends before it stalls
+SIZE = 1_000_000
+WITHIN_S = 30.0  # how long a test lets the CLI run before calling it hung
+
+
+class StallingOwner(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
+    """Sends one chunk of any file, then nothing, for as long as the call lasts."""
+
+    async def DummyDownload(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield transfer_pb2.FileChunk(data=bytes(FIRST), offset=request.offset, name=request.name)
+        await asyncio.Event().wait()  # until the client or the server's stop cancels us
+
+    async def Download(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield transfer_pb2.FileChunk(data=bytes(FIRST), offset=request.offset, name=request.name)
+        await asyncio.Event().wait()
+
+
+@pytest.fixture
+async def stalling() -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    transfer_pb2_grpc.add_FileTransferServicer_to_server(StallingOwner(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+async def cli(*args: str) -> Any:
+    """The CLI in a worker thread, called hung (a failure) after WITHIN_S."""
+    return await asyncio.wait_for(asyncio.to_thread(invoke, *args), WITHIN_S)
+
+
+async def test_download_from_an_owner_that_stalls_fails_with_one_line(
+    directory: Any, stalling: str, hit: HitFactory
+) -> None:
+    directory.state.hits = [hit("big.bin", "peer3", stalling, size=SIZE)]
+    result = await cli("download", "big.bin", "--peer", directory.url, "--stall-timeout", "0.5")
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr)
+    assert result.stderr == (
+        f"peerfind: {stalling} stopped sending: nothing for 0.5 s after {FIRST} bytes\n"
+    )
+    assert result.stdout == ""
+
+
+async def test_get_from_an_owner_that_stalls_fails_and_keeps_the_part(
+    directory: Any, stalling: str, hit: HitFactory, tmp_path: Path
+) -> None:
+    owner = hit("big.bin", "peer3", stalling, size=SIZE).model_copy(update={"sha256": "ab" * 32})
+    directory.state.hits = [owner]
+    output = tmp_path / "big.bin"
+    result = await cli(
+        "get", "big.bin", "--peer", directory.url, "-o", str(output), "--stall-timeout", "0.5"
+    )
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr)
+    assert "every owner failed (peer3: " in result.stderr
+    assert f"stopped sending: nothing for 0.5 s after {FIRST} bytes" in result.stderr
+    assert "run again to resume" in result.stderr
+    assert not output.exists()
+
+
+async def test_the_stall_timeout_must_be_positive(directory: Any) -> None:
+    result = await cli("download", "big.bin", "--peer", directory.url, "--stall-timeout", "0")
+    assert result.exit_code == 2
+    assert "--stall-timeout" in result.stderr
+
+
+# --------------------------------------------------------------------------- --json errors
+# With --json an error was plain text on stderr only: a script reading stdout got nothing.
+
+
+@pytest.mark.parametrize("command", ["health", "peers", "files", "search x", "download x.txt"])
+def test_json_errors_are_a_json_object_on_stdout(
+    capsys: pytest.CaptureFixture[str], dead_port: int, command: str
+) -> None:
+    url = f"http://127.0.0.1:{dead_port}"
+    code, out, err = run_main(capsys, *command.split(), "--peer", url, "--json")
+    assert code == 1
+    assert json.loads(out) == {
+        "error": f"cannot reach {url}: connection refused",
+        "exit_code": 1,
+    }
+    assert err == f"peerfind: cannot reach {url}: connection refused\n"  # people still read it
+
+
+def test_json_usage_errors_too(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, "download", "x.txt", "--json", "--stall-timeout", "0")
+    assert code == 2
+    error = json.loads(out)
+    assert error["exit_code"] == 2
+    assert "--stall-timeout" in error["error"]
+    assert_one_error_line(err)
+    code, out, _ = run_main(capsys, "search", "", "--json")  # the command's own check
+    assert code == 2
+    assert json.loads(out)["error"].startswith("invalid search: ")
+
+
+async def test_json_error_of_a_name_nobody_has(directory: Any) -> None:
+    result = await invoke_async("download", "nope.txt", "--peer", directory.url, "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "error": f"no peer in reach has 'nope.txt' (searched via {directory.url})",
+        "exit_code": 1,
+    }
+
+
+async def test_json_upload_with_a_checksum_mismatch_is_one_object(transfer: Any) -> None:
+    transfer.servicer.corrupt_checksum = True
+    result = await invoke_async("upload", "--to", transfer.address, "--size", "1000", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)  # one object: the summary, saying what failed
+    assert data["verified"] is False
+    assert data["error"].startswith("checksum mismatch: sent 1000 bytes")
+    assert data["exit_code"] == 1
+    assert_one_error_line(result.stderr, "peerfind: checksum mismatch")
+
+
+# --------------------------------------------------------------------------- escapes
+# A file name with an escape sequence went raw to the terminal (one set the window title).
+
+TITLE = "\x1b]0;pwned\x07"  # OSC 0: set the window title
+CLEAR = "\x1b[2J"  # erase the screen
+
+
+def test_safe_escapes_control_characters_and_bidi_overrides() -> None:
+    assert _output.safe(f"a{TITLE}b") == "a\\x1b]0;pwned\\x07b"
+    assert _output.safe("line\nbreak\ttab\r") == "line\\nbreak\\ttab\\r"
+    assert _output.safe("evil\u202etxt.exe") == "evil\\u202etxt.exe"
+    assert _output.safe("\x9b31m") == "\\x9b31m"  # the one-byte CSI of C1
+    for kept in ("été.txt", "日本語.pdf", "emoji 👨‍👩‍👧.png", "[bold]x"):
+        assert _output.safe(kept) == kept
+
+
+def _hostile_info(name: str) -> FileInfo:
+    return FileInfo(
+        name=name,
+        path=f"d/{name}",
+        size=10,
+        mtime=0,
+        peer_id="peer1",
+        rest_url="http://127.0.0.1:8001",
+        grpc_address="127.0.0.1:50051",
+    )
+
+
+def test_files_and_search_escape_what_peers_send(directory: Any, hit: HitFactory) -> None:
+    name = f"x{TITLE}{CLEAR}.txt"
+    directory.state.files = [_hostile_info(name)]
+    directory.state.hits = [hit(name, "peer1", "127.0.0.1:1", size=10)]
+    for command in (["files"], ["search", "x"]):
+        result = invoke(*command, "--peer", directory.url)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout
+        assert "\x07" not in result.stdout
+        assert "x\\x1b]0;pwned\\x07\\x1b[2J.txt" in result.stdout
+    # --json is for programs: the name as it is, JSON-escaped.
+    result = invoke("files", "--peer", directory.url, "--json")
+    assert json.loads(result.stdout)["files"][0]["name"] == name
+
+
+def test_error_details_from_a_peer_are_escaped(directory: Any) -> None:
+    detail = f"index gone{TITLE}"
+    body = json.dumps({"error": "index_unavailable", "detail": detail})
+    directory.state.override = {"/files": (503, body)}
+    result = invoke("files", "--peer", directory.url)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stderr
+    assert_one_error_line(result.stderr, "peerfind: index gone\\x1b]0;pwned\\x07")

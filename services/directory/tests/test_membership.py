@@ -339,3 +339,23 @@ async def test_one_way_messages_are_refused_when_too_many_are_in_progress(net: N
         await p1.receive(shuffle)
     assert (info.value.reason, info.value.status) == ("busy", 503)
     await p1.close()
+
+
+async def test_a_message_naming_a_malformed_url_is_refused_and_changes_nothing(net: Net) -> None:
+    p1 = net.add(1)
+    shuffle = OverlayRequest.model_validate(
+        {
+            "message": {
+                "kind": "shuffle",
+                "origin": {"peer_id": "p2", "url": net.url(2)},
+                "entries": [{"peer_id": "p3", "url": net.url(3)}, {"peer_id": "p4", "url": "0"}],
+                "ttl": 0,
+                "sender": {"peer_id": "p2", "url": net.url(2)},
+            }
+        }
+    ).message
+    with pytest.raises(RegistrationError) as info:
+        await p1.receive(shuffle)
+    assert (info.value.reason, info.value.status) == ("invalid_url", 400)
+    await net.settle()
+    assert not p1.overlay.passive and not p1.overlay.active

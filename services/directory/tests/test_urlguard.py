@@ -38,6 +38,10 @@ def resolver_for(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
         ("http://255.255.255.255", "reserved"),
         ("http://[::ffff:127.0.0.1]:80", "loopback"),
         ("http://[::ffff:169.254.169.254]:80", "link_local"),
+        ("http://[fd00:ec2::254]:80", "metadata"),  # AWS, IPv6
+        ("http://100.100.100.200", "metadata"),  # Alibaba
+        ("http://[::ffff:100.100.100.200]:80", "metadata"),
+        ("http://168.63.129.16", "metadata"),  # Azure WireServer
         ("ftp://10.0.0.1", "invalid_url"),
         ("http://10.0.0.1/admin", "invalid_url"),
     ],
@@ -48,7 +52,17 @@ async def test_default_policy_refuses_special_addresses(url: str, reason: str) -
     assert info.value.reason == reason
 
 
-@pytest.mark.parametrize("url", ["http://10.1.2.3:8000", "https://192.168.1.9", "http://8.8.8.8"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3:8000",
+        "https://192.168.1.9",
+        "http://8.8.8.8",
+        "http://100.100.100.201",  # the metadata addresses' neighbours are ordinary
+        "http://[fd00:ec2::253]:80",
+        "http://[fd00:1::5]:8000",
+    ],
+)
 async def test_default_policy_allows_private_and_public(url: str) -> None:
     pinned = await PeerUrlGuard().check(url)
     assert pinned.url == url

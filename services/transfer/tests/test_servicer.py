@@ -173,7 +173,8 @@ async def test_unexpected_error_is_internal_without_details(
     assert peer.running.servicer.active_streams == 0
 
 
-async def test_twenty_concurrent_downloads(peer: Any, files: dict[str, int]) -> None:
+async def test_twenty_concurrent_downloads(make_peer: Any, files: dict[str, int]) -> None:
+    peer = await make_peer(max_streams_per_client=20)  # one client here: raise its share
     names = ["movie.mkv", "exact.bin", "small.txt", "café ünïcode.pdf"] * 5
     sizes = [256 * KiB, 64 * KiB, 1024, MiB] * 5
     results = await asyncio.gather(

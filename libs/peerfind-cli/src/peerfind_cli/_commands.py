@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,12 +16,12 @@ import typer
 from pydantic import ValidationError
 from rich.filesize import decimal as human_size
 from rich.table import Table
-from rich.text import Text
 
 from peerfind import __version__
 from peerfind.api import SearchHit, SearchRequest
 from peerfind.client import (
     DEFAULT_SOURCES,
+    DEFAULT_STALL_TIMEOUT_S,
     PeerClient,
     choose_owner,
     download_from,
@@ -34,8 +34,26 @@ from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from peerfind.errors import ClientError, InvalidNameError, describe_errors
 from peerfind.index import validate_file_name
 from peerfind.tls import TlsFiles
-from peerfind_cli._output import fail, print_json, progress, run, size_option, stdout_console, when
-from peerfind_cli._settings import DEFAULT_PEER, EXIT_USAGE, PEER_ENV, Settings, for_command
+from peerfind_cli._output import (
+    cell,
+    error_line,
+    fail,
+    print_json,
+    progress,
+    run,
+    safe,
+    size_option,
+    stdout_console,
+    when,
+)
+from peerfind_cli._settings import (
+    DEFAULT_PEER,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    PEER_ENV,
+    Settings,
+    for_command,
+)
 
 __all__ = ["app"]
 
@@ -67,6 +85,16 @@ FanoutOption = Annotated[
 TimeoutOption = Annotated[
     int | None,
     typer.Option("--timeout-ms", min=1, metavar="MS", help="Search deadline in milliseconds."),
+]
+StallOption = Annotated[
+    float,
+    typer.Option(
+        "--stall-timeout",
+        min=0.001,
+        max=3600,
+        metavar="SECONDS",
+        help="Fail when an owner sends nothing for this long mid-download.",
+    ),
 ]
 
 
@@ -115,9 +143,11 @@ def _root(
 ) -> None:
     """Locate files across peerfind peers and test transfers with their owners."""
     if (cert_file is None) != (key_file is None):
-        fail("--cert-file and --key-file go together", EXIT_USAGE)
+        wanted = isinstance(ctx.obj, Settings) and ctx.obj.as_json  # main's --json
+        fail("--cert-file and --key-file go together", EXIT_USAGE, as_json=wanted)
     tls = TlsFiles(ca_file, cert_file, key_file)
-    ctx.obj = Settings(tls=tls if tls.enabled else None)
+    base = ctx.obj if isinstance(ctx.obj, Settings) else Settings()  # main's --json, if any
+    ctx.obj = replace(base, tls=tls if tls.enabled else None)
 
 
 @app.command()
@@ -126,11 +156,11 @@ def health(
 ) -> None:
     """Show a peer's status: index, transfer service, peers known."""
     settings = for_command(ctx, peer, as_json)
-    result = run(_call(settings, lambda c: c.health()))
+    result = run(_call(settings, lambda c: c.health()), as_json=settings.as_json)
     if settings.as_json:
         print_json(result.model_dump_json(indent=2))
         return
-    table = Table(title=Text(f"{result.peer_id} at {result.url}"), show_header=False)
+    table = Table(title=cell(f"{result.peer_id} at {result.url}"), show_header=False)
     index, transfer = result.index, result.transfer
     rows = [
         ("status", result.status),
@@ -145,7 +175,7 @@ def health(
         ("transfer", f"{transfer.address} ({'serving' if transfer.serving else 'NOT serving'})"),
     ]
     for key, value in rows:
-        table.add_row(key, Text(value))
+        table.add_row(key, cell(value))
     stdout_console().print(table)
 
 
@@ -153,12 +183,12 @@ def health(
 def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOption = False) -> None:
     """List a peer's overlay views: its neighbours (active) and its replacements (passive)."""
     settings = for_command(ctx, peer, as_json)
-    result = run(_call(settings, lambda c: c.peers()))
+    result = run(_call(settings, lambda c: c.peers()), as_json=settings.as_json)
     if settings.as_json:
         print_json(result.model_dump_json(indent=2))
         return
     active = Table(
-        title=Text(
+        title=cell(
             f"{result.peer_id}'s active view: neighbours searched through and pinged "
             f"({len(result.peers)} of {result.active_size})"
         )
@@ -167,15 +197,15 @@ def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOpti
         active.add_column(column)
     for info in result.peers:
         active.add_row(
-            Text(info.peer_id),
-            Text(info.state),
-            Text(info.url),
-            Text(info.grpc_address or "-"),
+            cell(info.peer_id),
+            cell(info.state),
+            cell(info.url),
+            cell(info.grpc_address or "-"),
             when(info.last_seen),
             "yes" if info.friend else "",
         )
     passive = Table(
-        title=Text(
+        title=cell(
             f"passive view: known peers, replacements for neighbours "
             f"({len(result.passive)} of {result.passive_size})"
         )
@@ -183,7 +213,7 @@ def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOpti
     for column in ("peer", "REST URL"):
         passive.add_column(column)
     for ref in result.passive:
-        passive.add_row(Text(ref.peer_id), Text(ref.url))
+        passive.add_row(cell(ref.peer_id), cell(ref.url))
     console = stdout_console()
     console.print(active)
     console.print(passive)
@@ -204,22 +234,24 @@ def files(
 ) -> None:
     """List one page of a peer's shared files."""
     settings = for_command(ctx, peer, as_json)
-    result = run(_call(settings, lambda c: c.files(limit=limit, after=after)))
+    result = run(
+        _call(settings, lambda c: c.files(limit=limit, after=after)), as_json=settings.as_json
+    )
     if settings.as_json:
         print_json(result.model_dump_json(indent=2))
         return
-    table = Table(title=Text(f"files shared by {result.peer_id}"))
+    table = Table(title=cell(f"files shared by {result.peer_id}"))
     table.add_column("name")
     table.add_column("path")
     table.add_column("size", justify="right")
     table.add_column("modified (UTC)")
     for info in result.files:
-        table.add_row(Text(info.name), Text(info.path), human_size(info.size), when(info.mtime))
+        table.add_row(cell(info.name), cell(info.path), human_size(info.size), when(info.mtime))
     console = stdout_console()
     console.print(table)
     console.print(f"{len(result.files)} of {result.total} file(s)")
     if result.next_after is not None:
-        console.print(Text(f"more: --after {json.dumps(result.next_after)}"))
+        console.print(cell(f"more: --after {json.dumps(result.next_after)}"))
 
 
 @app.command()
@@ -235,20 +267,23 @@ def search(
     try:  # the one model of a search request: what the peer would refuse, refused here
         SearchRequest(query=query, fanout=fanout, timeout_ms=timeout_ms)
     except ValidationError as exc:
-        fail(f"invalid search: {describe_errors(exc.errors())}", EXIT_USAGE)
+        fail(f"invalid search: {describe_errors(exc.errors())}", EXIT_USAGE, as_json=as_json)
     settings = for_command(ctx, peer, as_json)
-    result = run(_call(settings, lambda c: c.search(query, fanout=fanout, timeout_ms=timeout_ms)))
+    result = run(
+        _call(settings, lambda c: c.search(query, fanout=fanout, timeout_ms=timeout_ms)),
+        as_json=settings.as_json,
+    )
     if settings.as_json:
         print_json(result.model_dump_json(indent=2))
         return
-    table = Table(title=Text(f"{query!r} via {result.peer_id}"))
+    table = Table(title=cell(f"{query!r} via {result.peer_id}"))
     table.add_column("name")
     table.add_column("size", justify="right")
     table.add_column("owner")
     table.add_column("gRPC address")
     for hit in result.hits:
         table.add_row(
-            Text(hit.name), human_size(hit.size), Text(hit.peer_id), Text(hit.grpc_address)
+            cell(hit.name), human_size(hit.size), cell(hit.peer_id), cell(hit.grpc_address)
         )
     console = stdout_console()
     console.print(table)
@@ -256,10 +291,10 @@ def search(
     line = f"{len(result.hits)} hit(s) from {answered} peer(s) in {result.took_ms:.0f} ms"
     if result.truncated:
         line += " (truncated)"
-    console.print(Text(line))
+    console.print(cell(line))
     if result.partial:
         failed = ", ".join(f"{f.peer_id} ({f.error})" for f in result.peers_failed)
-        console.print(Text(f"partial: {failed or 'the deadline cut the search'}"))
+        console.print(cell(f"partial: {failed or 'the deadline cut the search'}"))
 
 
 @app.command()
@@ -277,22 +312,33 @@ def download(
         str | None,
         typer.Option("--from-peer", metavar="PEER_ID", help="Download from this owner."),
     ] = None,
+    stall_timeout: StallOption = DEFAULT_STALL_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Locate NAME through any peer, then stream it from its owner over gRPC."""
     try:
         validate_file_name(name)
     except InvalidNameError as exc:
-        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE)
+        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE, as_json=as_json)
     settings = for_command(ctx, peer, as_json)
-    chunk = size_option(chunk_size, "--chunk-size", minimum=0, maximum=MAX_CHUNK_SIZE)
-    hits = run(locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls))
-    owner = _pick(hits, from_peer)
+    chunk = size_option(
+        chunk_size, "--chunk-size", minimum=0, maximum=MAX_CHUNK_SIZE, as_json=as_json
+    )
+    hits = run(
+        locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls),
+        as_json=as_json,
+    )
+    owner = _pick(hits, from_peer, as_json=as_json)
     with progress(name, owner.size, enabled=not settings.as_json) as on_chunk:
         work = download_from(
-            owner.grpc_address, name, chunk_size=chunk, on_chunk=on_chunk, tls=settings.tls
+            owner.grpc_address,
+            name,
+            chunk_size=chunk,
+            on_chunk=on_chunk,
+            tls=settings.tls,
+            stall_timeout_s=stall_timeout,
         )
-        result = run(work)
+        result = run(work, as_json=as_json)
     if settings.as_json:
         summary = asdict(result) | {
             "peer_id": owner.peer_id,
@@ -308,7 +354,7 @@ def download(
     )
     if result.bytes != owner.size:
         line += f" (the index listed {owner.size} bytes)"
-    print(line, flush=True)
+    print(safe(line), flush=True)
 
 
 @app.command()
@@ -331,6 +377,7 @@ def get(
         typer.Option("--sha256", metavar="HEX", help="Fetch this version (default: most owners)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
+    stall_timeout: StallOption = DEFAULT_STALL_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Download NAME's real bytes from up to --sources owners, verified by SHA-256.
@@ -341,14 +388,17 @@ def get(
     try:
         validate_file_name(name)
     except InvalidNameError as exc:
-        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE)
+        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE, as_json=as_json)
     settings = for_command(ctx, peer, as_json)
     target = output if output is not None else Path(name)
-    hits = run(locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls))
+    hits = run(
+        locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls),
+        as_json=as_json,
+    )
     try:
         version, owners = pick_version(hits, sha256)
     except ClientError as exc:
-        fail(str(exc))
+        fail(str(exc), as_json=as_json)
     with progress(name, owners[0].size, enabled=not settings.as_json) as on_progress:
         work = fetch_file(
             owners,
@@ -358,8 +408,9 @@ def get(
             force=force,
             on_progress=on_progress,
             tls=settings.tls,
+            stall_timeout_s=stall_timeout,
         )
-        result = run(work)
+        result = run(work, as_json=as_json)
     if settings.as_json:
         print_json(json.dumps(asdict(result) | {"mb_per_s": round(result.mb_per_s, 3)}, indent=2))
         return
@@ -371,7 +422,7 @@ def get(
         line += f" (resumed: {result.resumed_bytes} bytes were already there)"
     if result.failed_owners:
         line += f" ({', '.join(result.failed_owners)} failed mid-way)"
-    print(line, flush=True)
+    print(safe(line), flush=True)
 
 
 @app.command()
@@ -396,35 +447,47 @@ def upload(
 ) -> None:
     """Send synthetic bytes to a peer (DummyUpload) and verify its checksum."""
     settings = for_command(ctx, as_json=as_json)
-    total = size_option(size, "--size", minimum=0)
-    chunk = size_option(chunk_size, "--chunk-size", minimum=1, maximum=MAX_CHUNK_SIZE)
+    total = size_option(size, "--size", minimum=0, as_json=as_json)
+    chunk = size_option(
+        chunk_size, "--chunk-size", minimum=1, maximum=MAX_CHUNK_SIZE, as_json=as_json
+    )
     with progress(name or "upload", total, enabled=not settings.as_json) as on_chunk:
         work = upload_to(
             to, total, chunk_size=chunk, name=name, on_chunk=on_chunk, tls=settings.tls
         )
-        result = run(work)
+        result = run(work, as_json=as_json)
     receipt = result.receipt
+    problem = None
+    if not result.verified:
+        problem = (
+            f"checksum mismatch: sent {result.bytes_sent} bytes ({result.checksum}), "
+            f"peer counted {receipt.bytes_received} ({receipt.checksum or 'no checksum'})"
+        )
+    elif not receipt.ok:
+        problem = f"peer reported a failed upload: {receipt.message or 'no reason given'}"
     if settings.as_json:
         summary = asdict(result) | {
             "verified": result.verified,
             "mb_per_s": round(result.mb_per_s, 3),
         }
+        if problem is not None:  # one JSON object on stdout: the summary says what failed
+            summary |= {"error": safe(problem), "exit_code": EXIT_FAILURE}
         print_json(json.dumps(summary, indent=2))
-    else:
-        print(
+        if problem is not None:
+            error_line(problem, as_json=False)
+            raise typer.Exit(EXIT_FAILURE)
+        return
+    print(
+        safe(
             f"uploaded {result.bytes_sent} bytes to {result.address} "
             f"in {result.chunks_sent} chunks, {result.seconds:.2f} s, "
             f"{result.mb_per_s:.2f} MB/s; peer received {receipt.bytes_received} bytes, "
-            f"checksum {result.checksum} verified: {'yes' if result.verified else 'no'}",
-            flush=True,
-        )
-    if not result.verified:
-        fail(
-            f"checksum mismatch: sent {result.bytes_sent} bytes ({result.checksum}), "
-            f"peer counted {receipt.bytes_received} ({receipt.checksum or 'no checksum'})"
-        )
-    if not receipt.ok:
-        fail(f"peer reported a failed upload: {receipt.message or 'no reason given'}")
+            f"checksum {result.checksum} verified: {'yes' if result.verified else 'no'}"
+        ),
+        flush=True,
+    )
+    if problem is not None:
+        fail(problem)
 
 
 async def _call(settings: Settings, request: Callable[[PeerClient], Coroutine[Any, Any, _T]]) -> _T:
@@ -432,8 +495,8 @@ async def _call(settings: Settings, request: Callable[[PeerClient], Coroutine[An
         return await request(client)
 
 
-def _pick(hits: list[SearchHit], from_peer: str | None) -> SearchHit:
+def _pick(hits: list[SearchHit], from_peer: str | None, *, as_json: bool) -> SearchHit:
     try:
         return choose_owner(hits, from_peer)
     except ClientError as exc:
-        fail(str(exc))
+        fail(str(exc), as_json=as_json)

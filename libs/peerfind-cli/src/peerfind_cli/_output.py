@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import unicodedata
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from peerfind.client import ChunkCallback
 from peerfind.errors import ClientError
@@ -26,11 +29,14 @@ from peerfind_cli._settings import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from peerfind_cli._sizes import parse_size
 
 __all__ = [
+    "cell",
     "error_line",
     "fail",
+    "json_error",
     "print_json",
     "progress",
     "run",
+    "safe",
     "size_option",
     "stdout_console",
     "when",
@@ -39,38 +45,81 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-def error_line(message: str) -> None:
-    """`peerfind: <message>` on stderr, folded to one line."""
-    print(f"peerfind: {' '.join(message.split())}", file=sys.stderr, flush=True)
+# Bidirectional overrides and isolates: not control characters (Cc), but they reorder
+# what a terminal shows ("Trojan Source"), so a name cannot hide its real spelling.
+_BIDI = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 
-def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    """Print `peerfind: <message>` as one line on stderr and exit with `code`."""
-    error_line(message)
+def safe(text: str) -> str:
+    """`text` with every control character (and bidi override) escaped as Python would
+    (`\\x1b`, `\\n`, `\\u202e`): what peers send (file names, ids, error details) is
+    shown, never obeyed, by a terminal (an escape sequence in a name could set the
+    window title or rewrite the screen). Printable text, non-ASCII included, is kept."""
+    if text.isprintable() and not _BIDI.intersection(text):
+        return text
+    out = []
+    for c in text:
+        if c in _BIDI or unicodedata.category(c) == "Cc":
+            out.append(c.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def cell(text: str) -> Text:
+    """A table cell or line of peer-supplied text: escaped (`safe`), never markup."""
+    return Text(safe(text))
+
+
+def json_error(message: str, code: int) -> str:
+    """The JSON object `--json` prints on stdout for an error (one line)."""
+    return json.dumps({"error": " ".join(message.split()), "exit_code": code})
+
+
+def error_line(message: str, code: int = EXIT_FAILURE, *, as_json: bool = False) -> None:
+    """`peerfind: <message>` on stderr, folded to one line and escaped; `as_json` (the
+    command's --json) also prints `{"error": ..., "exit_code": code}` on stdout, so a
+    script reading stdout sees the failure too."""
+    message = safe(" ".join(message.split()))
+    print(f"peerfind: {message}", file=sys.stderr, flush=True)
+    if as_json:
+        print_json(json_error(message, code))
+
+
+def fail(message: str, code: int = EXIT_FAILURE, *, as_json: bool = False) -> NoReturn:
+    """`error_line`, then exit with `code`."""
+    error_line(message, code, as_json=as_json)
     raise typer.Exit(code)
 
 
-def size_option(text: str, option: str, *, minimum: int, maximum: int | None = None) -> int:
+def size_option(
+    text: str, option: str, *, minimum: int, maximum: int | None = None, as_json: bool = False
+) -> int:
     try:
         value = parse_size(text)
     except ValueError as exc:
-        fail(f"{option}: {exc}", EXIT_USAGE)
+        fail(f"{option}: {exc}", EXIT_USAGE, as_json=as_json)
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" to {maximum}" if maximum is not None else " or more"
-        fail(f"{option}: {value} bytes is out of range ({minimum}{upper})", EXIT_USAGE)
+        fail(
+            f"{option}: {value} bytes is out of range ({minimum}{upper})",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
     return value
 
 
-def run(work: Coroutine[Any, Any, _T]) -> _T:
-    """Run one coroutine; turn every failure into one line and an exit code."""
+def run(work: Coroutine[Any, Any, _T], *, as_json: bool = False) -> _T:
+    """Run one coroutine; turn every failure into one line and an exit code (and the
+    JSON error on stdout when `as_json`)."""
     try:
         return asyncio.run(work)
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
+        fail("interrupted", EXIT_INTERRUPTED, as_json=as_json)
     except ClientError as exc:
-        fail(str(exc) or type(exc).__name__)
+        fail(str(exc) or type(exc).__name__, as_json=as_json)
     except Exception as exc:
-        fail(f"unexpected error: {type(exc).__name__}: {exc}")
+        fail(f"unexpected error: {type(exc).__name__}: {exc}", as_json=as_json)
 
 
 def print_json(data: str) -> None:

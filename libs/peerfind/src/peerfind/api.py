@@ -10,7 +10,7 @@ import unicodedata
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "MAX_FANOUT_PARAM",
@@ -38,7 +38,6 @@ __all__ = [
     "PeerInfo",
     "PeerRef",
     "PeerState",
-    "PeerUrl",
     "PeersResponse",
     "Ping",
     "RegisterRequest",
@@ -168,17 +167,20 @@ class BootstrapResponse(_Model):
     learned: int = Field(0, description="Peers the friend offered for the passive view.")
 
 
-PeerUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(validate_http_url)]
 MAX_OVERLAY_ENTRIES = 32
 """Most peer entries one overlay message may carry (a shuffle sends 1 + ka + kp)."""
 MAX_OVERLAY_WALK = 16
 
 
 class PeerRef(_Model):
-    """A peer as the overlay passes it around: an id and a REST URL, not yet verified."""
+    """A peer as the overlay passes it around: an id and a REST URL, not yet verified.
+
+    The URL's shape is checked by the receiving peer (`validate_http_url`: 400
+    `invalid_url`), as `/register`'s is: whether it names a peer is a fact about the
+    network, not about the request."""
 
     peer_id: str = Field(pattern=PEER_ID_PATTERN)
-    url: PeerUrl
+    url: str = Field(min_length=1, max_length=2048)
 
 
 class PeersResponse(_Model):

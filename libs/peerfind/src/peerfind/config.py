@@ -103,6 +103,19 @@ class PeerSettings(BaseSettings):
     max_concurrent_streams: int = Field(
         64, ge=1, le=10000, description="Transfers in progress at once (more: refused)."
     )
+    max_streams_per_client: int = Field(
+        16,
+        ge=1,
+        le=10000,
+        description="Transfers in progress at once from one client IPv4 address or IPv6 /64 "
+        "(more: refused).",
+    )
+    stream_stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A transfer that moves no chunk for this long ends (DEADLINE_EXCEEDED).",
+    )
     rescan_interval_s: float = Field(60.0, gt=0, le=86400, description="Safety-net rescan.")
     index_stale_after_s: float = Field(15.0, gt=0, description="Index heartbeat age = stale.")
     hash_rate_mib_s: float = Field(
@@ -111,7 +124,7 @@ class PeerSettings(BaseSettings):
     peer_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs peer URLs must resolve into; empty: any address but loopback, "
-        "link-local, multicast, unspecified and reserved ones (SSRF guard).",
+        "link-local, multicast, unspecified, reserved and cloud metadata ones (SSRF guard).",
     )
     resolve_hostnames: bool = Field(
         True, description="Accept host names in peer URLs (false: IP literals only)."
@@ -123,6 +136,20 @@ class PeerSettings(BaseSettings):
         100.0, ge=0, description="Per-client requests/s on /search, /register, /bootstrap (0: off)."
     )
     rate_limit_burst: int = Field(200, ge=1, description="Per-client burst above the rate.")
+    rest_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A REST connection whose request headers are not complete this long "
+        "after it opened (or after its previous answer) is closed.",
+    )
+    rest_max_connections_per_client: int = Field(
+        64,
+        ge=1,
+        le=100000,
+        description="Open REST connections from one client IPv4 address or IPv6 /64 "
+        "(more: 429 and closed).",
+    )
     cluster_token: SecretStr = Field(
         SecretStr(""),
         description="Shared secret peers must present to register, bootstrap and forward.",

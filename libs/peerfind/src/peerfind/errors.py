@@ -6,6 +6,7 @@ PeerfindError
 ├── IndexUnavailable    the peer's index database cannot be opened or read
 └── ClientError         the CLI / typed client could not complete a call
     ├── PeerUnreachable     the peer did not answer (connect error, timeout)
+    │   └── PeerStalled         it stopped sending in the middle of a stream
     ├── PeerRefused         the peer answered with a 4xx/5xx or a gRPC error status
     └── FileNotLocated      no peer in reach holds the requested name
 """
@@ -25,6 +26,7 @@ __all__ = [
     "IndexUnavailable",
     "InvalidNameError",
     "PeerRefused",
+    "PeerStalled",
     "PeerUnreachable",
     "PeerfindError",
     "describe_errors",
@@ -54,6 +56,10 @@ class ClientError(PeerfindError):
 
 class PeerUnreachable(ClientError):
     """The peer did not answer."""
+
+
+class PeerStalled(PeerUnreachable):
+    """The peer stopped sending mid-stream for longer than the stall deadline."""
 
 
 class PeerRefused(ClientError):

@@ -20,6 +20,7 @@ import httpx
 import uvicorn
 
 from directory.app import create_app
+from directory.connguard import ConnectionCounter, guarded_protocol
 from peerfind.config import PeerSettings, service_start
 from peerfind.logging import setup_logging
 from peerfind.tls import client_ssl_context
@@ -63,6 +64,12 @@ async def serve(settings: PeerSettings, sock: socket.socket) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
         timeout_keep_alive=5,
+        # uvicorn's h11 protocol with a header deadline and a per-client connection cap
+        # (Slowloris, docs/security.md); h11 is what "auto" picks here anyway (no httptools).
+        http=guarded_protocol(
+            ConnectionCounter(settings.rest_max_connections_per_client),
+            settings.rest_header_timeout_s,
+        ),
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
     )

@@ -188,6 +188,19 @@ class _Verified:
     network: str | None
 
 
+def _check_urls(message: OverlayMessage) -> None:
+    refs: list[PeerRef] = [
+        getattr(message, name) for name in ("new", "sender", "origin", "peer")
+        if hasattr(message, name)
+    ]  # fmt: skip
+    refs += getattr(message, "entries", [])
+    for ref in refs:
+        try:
+            ref.url = validate_http_url(ref.url)
+        except ValueError as exc:
+            raise RegistrationError("invalid_url", f"{ref.peer_id}: url: {exc}") from None
+
+
 def _ref(peer: Descriptor) -> PeerRef:
     return PeerRef.model_construct(peer_id=peer.peer_id, url=peer.url)
 
@@ -485,7 +498,9 @@ class Membership:
         )
 
     async def receive(self, message: OverlayMessage) -> OverlayAnswer:
-        """POST /overlay: one HyParView message from another peer."""
+        """POST /overlay: one HyParView message from another peer. Raises RegistrationError
+        (400 `invalid_url`) before anything changes if any URL it names is malformed."""
+        _check_urls(message)
         metrics.MEMBERSHIP_MESSAGES.labels(kind=message.kind, direction="received").inc()
         settings = self.settings
         answer = OverlayAnswer(

@@ -14,6 +14,8 @@ from peerfind.api import OVERLAY_KINDS
 from peerfind.metrics import Children
 
 __all__ = [
+    "CONNECTIONS_CLOSED",
+    "CONNECTION_CLOSE_REASONS",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
     "MEMBERSHIP_MESSAGES",
@@ -40,8 +42,19 @@ __all__ = [
 SEARCH_ROLES = ("entry", "forwarded")
 SEARCH_OUTCOMES = ("complete", "partial")
 PEER_STATES = ("alive", "suspect", "down")
+CONNECTION_CLOSE_REASONS = ("per_client_cap", "header_timeout")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+CONNECTIONS_CLOSED = Counter(
+    "peerfind_directory_connections_closed_total",
+    "REST connections the server closed itself (connguard.py): per_client_cap (a 429 on "
+    "a connection past rest_max_connections_per_client), header_timeout (no complete "
+    "request headers within rest_header_timeout_s).",
+    ["reason"],
+)
+for _reason in CONNECTION_CLOSE_REASONS:
+    CONNECTIONS_CLOSED.labels(_reason)
 
 HTTP_REQUESTS = Counter(
     "peerfind_directory_http_requests_total",
@@ -75,7 +88,8 @@ SEARCHES_ANSWERED = Counter(
 )
 SEARCH_DUPLICATES = Counter(
     "peerfind_directory_search_duplicates_total",
-    "Forwarded searches dropped because their query id was already seen.",
+    "Forwarded searches whose query id was already seen: answered from the local index, "
+    "not forwarded again.",
 )
 SEARCH_HITS = Counter(
     "peerfind_directory_search_hits_total",

@@ -1,14 +1,15 @@
-"""The peer table: who this peer knows, how recently each answered, and pruning.
+"""The peer table: the neighbours a peer searches through, and how recently each answered.
 
-Framework-free: plain data and methods, driven by unit tests with a fake clock.
+In a running peer the table is the overlay's active view (`directory.membership` keeps the
+two equal); the simulator also fills it from generated graphs. Framework-free: plain data
+and methods, driven by unit tests with a fake clock.
 
 States:
     alive    answered the last contact
-    suspect  the last contact failed (still tried by searches, after alive peers)
-    down     a friend unseen for longer than the TTL (friends are never pruned, so
-             that the peer keeps knocking on their door until they come back)
-
-Non-friend peers unseen for longer than the TTL are pruned.
+    suspect  the last contact failed (still tried by searches, after alive peers);
+             membership pings it at once (`on_suspect`) and drops it if that fails
+    down     a friend unseen for longer than the TTL (`prune`, used by tables that are
+             not an overlay view: the simulator's)
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ teach it more URLs. Before any such call the URL goes through `PeerUrlGuard`:
   between the check and the connection (rebinding) cannot redirect it;
 - with `peer_networks` empty, loopback, link-local (169.254.0.0/16: cloud
   metadata), multicast, unspecified and reserved addresses are refused, also in
-  their IPv4-mapped IPv6 form; private networks are allowed (peers live there);
+  their IPv4-mapped IPv6 form, and so are the cloud metadata endpoints outside
+  169.254/16 (METADATA_NETWORKS: AWS's IPv6 one, Alibaba's, Azure's WireServer);
+  private networks are allowed (peers live there);
 - with `peer_networks` set, the address must be inside one of those networks
   (this is how local mode allows 127.0.0.0/8: explicit config, not a hole).
 
@@ -29,6 +31,7 @@ from peerfind.config import validate_http_url
 
 __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT_S",
+    "METADATA_NETWORKS",
     "PeerUrlGuard",
     "PinnedUrl",
     "UrlRefused",
@@ -79,9 +82,24 @@ def _unmap(address: IPAddress) -> IPAddress:
     return address
 
 
+# Cloud metadata and host-agent endpoints that are not link-local, so no address
+# class covers them; each sits inside a range peers may use (ULA, CGNAT, public), so
+# only the exact address is refused, not its network.
+METADATA_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "fd00:ec2::254/128",  # AWS instance metadata over IPv6 (IMDS)
+        "100.100.100.200/32",  # Alibaba Cloud instance metadata
+        "168.63.129.16/32",  # Azure WireServer (host agent, instance metadata)
+    )
+)
+
+
 def forbidden_reason(address: IPAddress) -> str | None:
     """Why the default policy refuses `address`, or None if it may be called."""
     address = _unmap(address)
+    if any(address.version == n.version and address in n for n in METADATA_NETWORKS):
+        return "metadata"
     checks = (
         ("loopback", address.is_loopback),
         ("link_local", address.is_link_local),

@@ -21,6 +21,8 @@ __all__ = [
     "CODES",
     "FILE_BYTES_SENT",
     "FILE_CHUNKS_SENT",
+    "LIMITED",
+    "LIMITS",
     "METHODS",
     "REFUSALS",
     "REFUSAL_REASONS",
@@ -41,6 +43,8 @@ REFUSAL_REASONS = (
     "changed_while_streaming",
     "sha256_mismatch",
 )
+# The limits that refuse or end a transfer whatever the file (servicer.py, slots.py).
+LIMITS = ("total_slots", "client_slots", "stall")
 # Every code servicer.py documents, plus OK and the two of a client going away.
 CODES = (
     "OK",
@@ -73,6 +77,13 @@ REFUSALS = Counter(
     "peerfind_transfer_refusals_total",
     "Download requests refused or ended because of the file itself, by reason.",
     ["reason"],
+)
+LIMITED = Counter(
+    "peerfind_transfer_limited_total",
+    "Transfers refused because every slot or the client's share was taken "
+    "(total_slots, client_slots), or ended because no chunk moved for "
+    "stream_stall_timeout_s (stall).",
+    ["limit"],
 )
 BYTES_RECEIVED = Counter(
     "peerfind_transfer_bytes_received_total",
@@ -108,5 +119,7 @@ for _method in METHODS:
     STREAM_DURATION.labels(_method)
     for _code in CODES:
         RPCS.labels(_method, _code)
+for _limit in LIMITS:
+    LIMITED.labels(_limit)
 for _reason in REFUSAL_REASONS:
     REFUSALS.labels(_reason)

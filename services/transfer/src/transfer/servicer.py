@@ -25,8 +25,19 @@ Status codes sent to clients (never a traceback):
                                        rebuilding, or the database is damaged)
     DummyUpload    INVALID_ARGUMENT    a chunk that is not a valid FileChunk message
                    RESOURCE_EXHAUSTED  more than settings.max_upload_bytes received
-    both           RESOURCE_EXHAUSTED  settings.max_concurrent_streams transfers running
+    both           RESOURCE_EXHAUSTED  settings.max_concurrent_streams transfers running,
+                                       or settings.max_streams_per_client of them from
+                                       this client's address (slots.py)
+                   DEADLINE_EXCEEDED   no chunk moved for settings.stream_stall_timeout_s
+                                       (the client stopped reading or sending: a
+                                       download ends when its blocked write returns,
+                                       see _StallWatchdog), or the client's own
+                                       deadline passed
                    INTERNAL            an unexpected error (logged here, not sent)
+
+The stall deadline is what keeps a slot from being held for ever: a stream that
+neither sends nor receives for `stream_stall_timeout_s` is ended by the server,
+whatever deadline the client set (or none).
 
 A download of zero bytes (an empty file, `offset` equal to the size) is an OK
 stream with no chunk at all.
@@ -58,6 +69,7 @@ from peerfind.sharedfile import (
 )
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 from transfer import metrics
+from transfer.slots import StreamSlots, client_key
 
 __all__ = [
     "DOWNLOAD",
@@ -102,6 +114,44 @@ class _Progress:
     chunks: int = 0
     # Set when the client went away mid-stream (CANCELLED or DEADLINE_EXCEEDED).
     ended: grpc.StatusCode | None = None
+    # Downloads: loop time of the last chunk handed over (the stall watchdog reads it),
+    # and whether the watchdog has given the stream up.
+    moved_at: float = 0.0
+    stalled: bool = False
+
+
+class _StallWatchdog:
+    """Gives a download up when no chunk went out for `stall_s` (progress.moved_at).
+
+    A download whose client stops reading blocks in `context.write` (flow control).
+    Cancelling that write does not help: a status queues behind the unsent chunk
+    (HTTP/2 sends trailers after the data), and grpc.aio cannot reset a stream from
+    the server. So the watchdog does not cancel: it calls `give_up` (which frees the
+    stream's place in the total, see slots.py) and the handler ends with a status as
+    soon as the write returns (the client read again, or went away). One timer per
+    stream, not one per chunk: the loop only stores a time.
+    """
+
+    __slots__ = ("_give_up", "_handle", "_loop", "_progress", "_stall_s")
+
+    def __init__(self, stall_s: float, progress: _Progress, give_up: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stall_s = stall_s
+        self._progress = progress
+        self._give_up = give_up
+        progress.moved_at = self._loop.time()
+        self._handle = self._loop.call_at(progress.moved_at + stall_s, self._check)
+
+    def _check(self) -> None:
+        due = self._progress.moved_at + self._stall_s
+        if self._loop.time() >= due:
+            self._progress.stalled = True
+            self._give_up()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 def _client_gone_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
@@ -121,12 +171,17 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
     def __init__(self, settings: PeerSettings, index: IndexReader | None = None) -> None:
         self._settings = settings
         self._index = index if index is not None else IndexReader(settings.index_path)
-        self._active = 0
+        self._slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
+        self._stall_s = settings.stream_stall_timeout_s
 
     @property
     def active_streams(self) -> int:
-        """Transfers in progress right now (both methods)."""
-        return self._active
+        """Transfers in progress right now (every method, every client)."""
+        return self._slots.active
+
+    def streams_of(self, peer: str) -> int:
+        """Transfers in progress from the client of `context.peer()` string `peer`."""
+        return self._slots.held_by(client_key(peer))
 
     async def Download(self, request: transfer_pb2.FileRequest, context: DownloadContext) -> None:
         """Stream the bytes of the shared file `request.name` (or the requested range)."""
@@ -162,22 +217,31 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         context: grpc.aio.ServicerContext[Any, Any],
         work: Callable[[_Progress], Awaitable[_T]],
     ) -> _T:
-        """Run one RPC: enforce the stream limit, map errors to codes, record metrics."""
-        limit = self._settings.max_concurrent_streams
-        if self._active >= limit:
+        """Run one RPC: enforce the stream limits, map errors to codes, record metrics."""
+        peer = context.peer()  # empty once the call is over: read it now
+        client = client_key(peer)
+        slots = self._slots
+        refusal = slots.acquire(client)
+        if refusal is not None:
+            limit = "total_slots" if slots.active >= slots.total else "client_slots"
+            metrics.LIMITED.labels(limit).inc()
             metrics.RPCS.labels(method, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
-            logger.warning("%s refused: %d transfers already running", method, limit)
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many transfers in progress (limit {limit}); retry later",
-            )
-        self._active += 1
+            logger.warning("%s from %s refused: %s", method, peer, refusal)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         gauge = metrics.ACTIVE_STREAMS.labels(method)
         gauge.inc()
-        peer = context.peer()  # empty once the call is over: read it now
         progress = _Progress()
         code = grpc.StatusCode.OK
         started = time.perf_counter()
+        watchdog = None
+        if method != UPLOAD:  # uploads time their reads themselves (_upload)
+
+            def give_up() -> None:
+                metrics.LIMITED.labels("stall").inc()
+                logger.info("%s from %s stalled: the client reads nothing", method, peer)
+                slots.release_total(client)
+
+            watchdog = _StallWatchdog(self._stall_s, progress, give_up)
         try:
             result = await work(progress)
             if progress.ended is not None:
@@ -197,9 +261,19 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             logger.exception("%s from %s failed", method, peer)
             await context.abort(code, _INTERNAL_DETAILS)
         finally:
-            self._active -= 1
+            if watchdog is not None:
+                watchdog.cancel()
+            if progress.stalled:
+                slots.release_share(client)  # the total was released on giving up
+            else:
+                slots.release(client)
             gauge.dec()
             self._record(method, code, progress, time.perf_counter() - started)
+
+    @property
+    def stalled_streams(self) -> int:
+        """Downloads given up on (out of the total) whose write has not returned yet."""
+        return self._slots.lingering
 
     @staticmethod
     def _log_ended(method: str, peer: str, code: grpc.StatusCode, progress: _Progress) -> None:
@@ -279,6 +353,13 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         end = size if request.length == 0 else min(size, start + request.length)
         return entry, chunk_size, start, end
 
+    def _stalled(self, what: str, moved: int) -> RpcFailure:
+        return RpcFailure(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no chunk {what} for {self._stall_s:g} s (stream_stall_timeout_s): transfer "
+            f"ended after {moved} bytes",
+        )
+
     @staticmethod
     def _refuse(reason: str, code: grpc.StatusCode, details: str) -> RpcFailure:
         metrics.REFUSALS.labels(reason).inc()
@@ -332,6 +413,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             write = context.write
             read = f.read
             unchanged = f.check_unchanged
+            clock = asyncio.get_running_loop().time
             pos = start
             try:
                 while pos < end:
@@ -352,6 +434,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                         # As in DummyDownload: the client went away, stop quietly.
                         progress.ended = _client_gone_code(context)
                         return
+                    if progress.stalled:  # given up on while this write was blocked
+                        raise self._stalled("could be sent", pos - start)
+                    progress.moved_at = clock()
                     if pos == start:
                         chunk.ClearField("name")
                     pos += n
@@ -381,11 +466,13 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             return
         # One payload buffer and one message per stream. The message is mutated
         # between writes: `context.write` serializes it before it returns, so the
-        # next chunk never alters one in flight. Per chunk: an offset and a write.
+        # next chunk never alters one in flight. Per chunk: an offset, a write and
+        # the time for the stall watchdog.
         buf = bytes(min(chunk_size, end - start))
         buf_len = len(buf)
         chunk = transfer_pb2.FileChunk(data=buf, offset=start, name=name)
         write = context.write
+        clock = asyncio.get_running_loop().time
         pos = start
         try:
             while pos < end:
@@ -396,6 +483,9 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                     chunk.data = buf[:n]
                 chunk.offset = pos
                 await write(chunk)
+                if progress.stalled:  # given up on while this write was blocked
+                    break
+                progress.moved_at = clock()
                 if pos == start:
                     chunk.ClearField("name")  # only the first chunk carries the name
                 pos += n
@@ -406,6 +496,8 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         finally:
             progress.bytes = pos - start
             progress.chunks = -(-progress.bytes // chunk_size)
+        if progress.stalled and progress.ended is None:
+            raise self._stalled("could be sent", pos - start)
 
     async def _upload(
         self,
@@ -418,21 +510,34 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         received = 0
         count = 0
         name = ""
+        stall = self._stall_s
+        clock = asyncio.get_running_loop().time
+        receive = chunks.__aiter__().__anext__
         try:
             # grpc.aio parses each chunk as the stream is read: a malformed one
-            # raises DecodeError from the iteration itself.
-            async for chunk in chunks:
-                data = chunk.data
-                if count == 0:
-                    name = chunk.name
-                count += 1
-                received += len(data)
-                if received > cap:
-                    raise RpcFailure(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"upload exceeds the cap of {cap} bytes (max_upload_bytes)",
-                    )
-                crc = crc32(data, crc)
+            # raises DecodeError from the iteration itself. The stall timer is pushed
+            # back before each read: a client that stops sending ends here.
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    timer.reschedule(clock() + stall)
+                    try:
+                        chunk = await receive()
+                    except StopAsyncIteration:
+                        break
+                    data = chunk.data
+                    if count == 0:
+                        name = chunk.name
+                    count += 1
+                    received += len(data)
+                    if received > cap:
+                        raise RpcFailure(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"upload exceeds the cap of {cap} bytes (max_upload_bytes)",
+                        )
+                    crc = crc32(data, crc)
+        except TimeoutError:
+            metrics.LIMITED.labels("stall").inc()
+            raise self._stalled("received", received) from None
         except DecodeError as exc:
             raise RpcFailure(
                 grpc.StatusCode.INVALID_ARGUMENT,

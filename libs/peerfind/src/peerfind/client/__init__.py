@@ -29,6 +29,7 @@ from __future__ import annotations
 from peerfind.client._defaults import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_SEARCH_TIMEOUT_MS,
+    DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     GRPC_MAX_MESSAGE_BYTES,
     SEARCH_MARGIN_S,
@@ -63,6 +64,7 @@ __all__ = [
     "DEFAULT_PIECE_SIZE",
     "DEFAULT_SEARCH_TIMEOUT_MS",
     "DEFAULT_SOURCES",
+    "DEFAULT_STALL_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "GRPC_MAX_MESSAGE_BYTES",
     "SEARCH_MARGIN_S",

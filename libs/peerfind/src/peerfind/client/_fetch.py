@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from peerfind.api import SearchHit
+from peerfind.client._defaults import DEFAULT_STALL_TIMEOUT_S
 from peerfind.client._results import FetchResult
 from peerfind.client._transfer import TransferClient
 from peerfind.errors import ClientError
@@ -242,8 +243,11 @@ async def fetch_file(
     on_progress: Progress | None = None,
     tls: TlsFiles | None = None,
     rpc_timeout_s: float | None = None,
+    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
 ) -> FetchResult:
-    """Download the version `sha256` of a file from up to `sources` of `owners`."""
+    """Download the version `sha256` of a file from up to `sources` of `owners`; an
+    owner that sends nothing for `stall_timeout_s` counts as failed (its piece goes
+    to another)."""
     if not owners:
         raise ClientError("no owner to download from")
     if sources < 1:
@@ -265,7 +269,9 @@ async def fetch_file(
 
     async def worker(owner: SearchHit) -> None:
         nonlocal fetched
-        async with TransferClient(owner.grpc_address, tls=tls, timeout=rpc_timeout_s) as client:
+        async with TransferClient(
+            owner.grpc_address, tls=tls, timeout=rpc_timeout_s, stall_timeout=stall_timeout_s
+        ) as client:
             while (piece := await scheduler.take()) is not None:
                 start, length = part.piece_range(piece)
                 got = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,7 +14,7 @@ import grpc
 import grpc.aio
 
 from peerfind.checksum import crc32
-from peerfind.client._defaults import GRPC_MAX_MESSAGE_BYTES
+from peerfind.client._defaults import DEFAULT_STALL_TIMEOUT_S, GRPC_MAX_MESSAGE_BYTES
 from peerfind.client._errors import rpc_error
 from peerfind.client._results import (
     ChunkCallback,
@@ -22,7 +24,7 @@ from peerfind.client._results import (
     UploadResult,
 )
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from peerfind.errors import ClientError, PeerRefused
+from peerfind.errors import ClientError, PeerRefused, PeerStalled
 from peerfind.tls import TlsFiles, channel_credentials
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 
@@ -43,19 +45,33 @@ def validate_grpc_address(address: str) -> str:
     return address
 
 
+def _nothing() -> None:
+    pass
+
+
 class TransferClient:
     """Async client of one peer's FileTransfer gRPC service.
 
     Create it inside a running event loop; `async with` closes the channel. With
     `tls=` the channel is TLS, verified against `tls.ca_file` and presenting
-    `tls.cert_file` when given (mutual TLS); without it, plain text.
+    `tls.cert_file` when given (mutual TLS); without it, plain text. `timeout` is each
+    call's whole deadline (None: none); `stall_timeout` fails a download that receives
+    nothing for that long (PeerStalled; None: wait for ever).
     """
 
     def __init__(
-        self, address: str, *, tls: TlsFiles | None = None, timeout: float | None = None
+        self,
+        address: str,
+        *,
+        tls: TlsFiles | None = None,
+        timeout: float | None = None,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
     ) -> None:
         self.address = validate_grpc_address(address)
         self.timeout = timeout
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise ClientError("the stall timeout must be positive")
+        self.stall_timeout = stall_timeout
         options = [
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -108,19 +124,23 @@ class TransferClient:
         started = time.perf_counter()
         call = self._stub.DummyDownload(request, timeout=self.timeout)
         try:
-            async for chunk in call:
-                data: bytes = chunk.data
-                if chunk.offset != offset + received:
-                    raise PeerRefused(
-                        f"{self.address} sent a chunk at offset {chunk.offset}, "
-                        f"expected {offset + received}"
-                    )
-                if chunks == 0 and chunk.name:
-                    served = str(chunk.name)
-                received += len(data)
-                chunks += 1
-                if on_chunk is not None:
-                    on_chunk(len(data))
+            async with self._stall_timer() as moved:
+                async for chunk in call:
+                    moved()
+                    data: bytes = chunk.data
+                    if chunk.offset != offset + received:
+                        raise PeerRefused(
+                            f"{self.address} sent a chunk at offset {chunk.offset}, "
+                            f"expected {offset + received}"
+                        )
+                    if chunks == 0 and chunk.name:
+                        served = str(chunk.name)
+                    received += len(data)
+                    chunks += 1
+                    if on_chunk is not None:
+                        on_chunk(len(data))
+        except TimeoutError:
+            raise self._stalled(received) from None
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, self.address) from None
         finally:
@@ -150,14 +170,18 @@ class TransferClient:
         pos = offset
         call = self._stub.Download(request, timeout=self.timeout)
         try:
-            async for chunk in call:
-                if chunk.offset != pos:
-                    raise PeerRefused(
-                        f"{self.address} sent a chunk at offset {chunk.offset}, expected {pos}"
-                    )
-                data: bytes = chunk.data
-                sink(pos, data)
-                pos += len(data)
+            async with self._stall_timer() as moved:
+                async for chunk in call:
+                    moved()
+                    if chunk.offset != pos:
+                        raise PeerRefused(
+                            f"{self.address} sent a chunk at offset {chunk.offset}, expected {pos}"
+                        )
+                    data: bytes = chunk.data
+                    sink(pos, data)
+                    pos += len(data)
+        except TimeoutError:
+            raise self._stalled(pos - offset) from None
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, self.address) from None
         finally:
@@ -167,6 +191,28 @@ class TransferClient:
                 f"{self.address} sent {pos - offset} of the {length} bytes asked at {offset}"
             )
         return pos - offset
+
+    @contextlib.asynccontextmanager
+    async def _stall_timer(self) -> AsyncIterator[Callable[[], None]]:
+        """Yields `moved()`, to call per chunk; TimeoutError when `stall_timeout` passes
+        without one. One timer per stream, pushed back at every chunk."""
+        stall = self.stall_timeout
+        if stall is None:
+            yield _nothing
+            return
+        clock = asyncio.get_running_loop().time
+        async with asyncio.timeout(clock() + stall) as timer:
+
+            def moved() -> None:
+                timer.reschedule(clock() + stall)
+
+            yield moved
+
+    def _stalled(self, received: int) -> PeerStalled:
+        return PeerStalled(
+            f"{self.address} stopped sending: nothing for {self.stall_timeout:g} s "
+            f"after {received} bytes"
+        )
 
     async def upload(
         self,

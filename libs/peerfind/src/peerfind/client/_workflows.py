@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 
 from peerfind.api import SearchHit
+from peerfind.client._defaults import DEFAULT_STALL_TIMEOUT_S
 from peerfind.client._rest import PeerClient
 from peerfind.client._results import ChunkCallback, DownloadResult, UploadResult
 from peerfind.client._transfer import TransferClient, validate_grpc_address
@@ -92,9 +93,11 @@ async def download_from(
     length: int = 0,
     on_chunk: ChunkCallback | None = None,
     tls: TlsFiles | None = None,
+    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
 ) -> DownloadResult:
-    """Open a channel to `address`, run one DummyDownload of `name`, close it."""
-    async with TransferClient(address, tls=tls) as transfer:
+    """Open a channel to `address`, run one DummyDownload of `name`, close it
+    (PeerStalled when the owner sends nothing for `stall_timeout_s`)."""
+    async with TransferClient(address, tls=tls, stall_timeout=stall_timeout_s) as transfer:
         return await transfer.download(
             name, chunk_size=chunk_size, offset=offset, length=length, on_chunk=on_chunk
         )
