@@ -596,14 +596,18 @@ class Membership:
     # -- periodic work ------------------------------------------------------------------
 
     async def heartbeat_once(self) -> None:
-        """One round: drop neighbours unseen for `peer_ttl_s`, ping the rest, top up; and
-        when isolated, repair from the passive view or join through a friend again."""
-        for peer in self.table.unseen(self.settings.peer_ttl_s):
-            if peer.peer_id in self.overlay.active:
+        """One round: ping the active view (and top up), then drop any neighbour still
+        unheard for `peer_ttl_s`; when isolated, repair from the passive view or join
+        through a friend again."""
+        await self.overlay.ping_neighbours()
+        ttl = self.settings.peer_ttl_s
+        for peer in self.table.unseen(ttl):
+            # Still the same entry, still unheard (each drop awaits: views move meanwhile).
+            still = self.table.get(peer.peer_id) is peer and peer.last_seen < self.table.now() - ttl
+            if still and peer.peer_id in self.overlay.active:
                 logger.info("dropping %s: no answer for %.0f s", peer.peer_id,
                             self.settings.peer_ttl_s)  # fmt: skip
                 await self.overlay.failed(peer.peer_id)
-        await self.overlay.ping_neighbours()
         if not self.overlay.active:
             await self.overlay.repair()
         else:

@@ -173,6 +173,7 @@ class Overlay:
         self._repair_again = False
         self._sent_in_shuffle: list[str] = []  # what our last shuffle gave away
         self._left: dict[str, float] = {}  # peer id -> when it last disconnected us
+        self._since: dict[str, float] = {}  # active peer id -> when it became one
 
     # -- views ------------------------------------------------------------------------
 
@@ -201,8 +202,10 @@ class Overlay:
         dropped = []
         while len(self.active) >= self.config.active_size:
             dropped.append(self.active.pop(self.rng.choice(list(self.active))))
+            self._since.pop(dropped[-1].peer_id, None)
         self.passive.pop(peer.peer_id, None)
         self.active[peer.peer_id] = peer
+        self._since[peer.peer_id] = asyncio.get_running_loop().time()
         for old in dropped:
             self.events.deactivated(old)
         self.events.activated(peer)
@@ -303,8 +306,13 @@ class Overlay:
         self._left[peer.peer_id] = asyncio.get_running_loop().time()
         while len(self._left) > self.config.passive_size:
             del self._left[next(iter(self._left))]
-        gone = self.active.pop(peer.peer_id, None)
+        await self._demote(peer.peer_id)
+
+    async def _demote(self, peer_id: str) -> None:
+        """Move a neighbour that no longer holds us to the passive view, and repair."""
+        gone = self.active.pop(peer_id, None)
         if gone is not None:
+            self._since.pop(peer_id, None)
             self.events.deactivated(gone)
             self._add_passive(gone)
             await self.repair()
@@ -373,12 +381,13 @@ class Overlay:
         holds us as its neighbour (a DISCONNECT overtook the answer that made it one) is
         moved to the passive view: the views become symmetric again."""
         self._count("ping")
+        sent = asyncio.get_running_loop().time()
         try:
             mutual = await self.link.ping(peer, self.me)
         except _FAILED:
             return False
-        if not mutual:
-            await self.on_disconnect(peer)
+        if not mutual and self._since.get(peer.peer_id, sent) < sent:
+            await self._demote(peer.peer_id)  # not if it became a neighbour again since
         return True
 
     async def top_up(self) -> None:
@@ -412,6 +421,7 @@ class Overlay:
         if gone is None:
             self.passive.pop(peer_id, None)
             return
+        self._since.pop(peer_id, None)
         self.stats.failures += 1
         self.events.deactivated(gone)
         self.events.failed(gone)
