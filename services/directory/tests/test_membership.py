@@ -161,6 +161,13 @@ def net(tmp_path: Path) -> Net:
     return Net(tmp_path)
 
 
+def shuffle_from(net: Net, n: int, entries: list[dict[str, str]]) -> OverlayMessage:
+    """A shuffle from peer n as it arrives on the wire (validated from JSON)."""
+    origin = {"peer_id": f"p{n}", "url": net.url(n)}
+    body = {"kind": "shuffle", "origin": origin, "entries": entries, "ttl": 0, "sender": origin}
+    return OverlayRequest.model_validate({"message": body}).message
+
+
 def active(member: Membership) -> set[str]:
     assert set(member.overlay.active) == {p.peer_id for p in member.table.peers()}
     return set(member.overlay.active)
@@ -332,38 +339,17 @@ async def test_one_way_messages_are_refused_when_too_many_are_in_progress(net: N
     never = asyncio.Event()
     for _ in range(MAX_PENDING_MESSAGES):
         p1._spawn(never.wait())  # type: ignore[arg-type]
-    shuffle = OverlayRequest.model_validate(
-        {
-            "message": {
-                "kind": "shuffle",
-                "origin": {"peer_id": "p2", "url": net.url(2)},
-                "entries": [],
-                "ttl": 1,
-                "sender": {"peer_id": "p2", "url": net.url(2)},
-            }
-        }
-    ).message
     with pytest.raises(RegistrationError) as info:
-        await p1.receive(shuffle)
+        await p1.receive(shuffle_from(net, 2, entries=[]))
     assert (info.value.reason, info.value.status) == ("busy", 503)
     await p1.close()
 
 
 async def test_a_message_naming_a_malformed_url_is_refused_and_changes_nothing(net: Net) -> None:
     p1 = net.add(1)
-    shuffle = OverlayRequest.model_validate(
-        {
-            "message": {
-                "kind": "shuffle",
-                "origin": {"peer_id": "p2", "url": net.url(2)},
-                "entries": [{"peer_id": "p3", "url": net.url(3)}, {"peer_id": "p4", "url": "0"}],
-                "ttl": 0,
-                "sender": {"peer_id": "p2", "url": net.url(2)},
-            }
-        }
-    ).message
+    entries = [{"peer_id": "p3", "url": net.url(3)}, {"peer_id": "p4", "url": "0"}]
     with pytest.raises(RegistrationError) as info:
-        await p1.receive(shuffle)
+        await p1.receive(shuffle_from(net, 2, entries))
     assert (info.value.reason, info.value.status) == ("invalid_url", 400)
     await net.settle()
     assert not p1.overlay.passive and not p1.overlay.active
