@@ -141,10 +141,40 @@ def test_try_search_gives_up_past_its_budget_and_the_reader_stays_usable(db: Pat
     (None) and run again on a thread. Abandoning must not break the connection."""
     IndexWriter(db).replace_all([entry(f"dir{i % 50}/file{i:06d}.txt") for i in range(30_000)])
     reader = IndexReader(db)
-    # A 1-character query scans with LIKE; one nanosecond is over at the first check.
+    # A 1-character query scans the folded names; one nanosecond is over at the first check.
     assert reader.try_search("e", 100_000, budget_s=1e-9) is None
     assert len(reader.search("e", 100_000)) == 30_000
     assert [e.name for e in reader.try_search("file000123", 10, budget_s=5.0) or []] == [
         "file000123.txt"
     ]
     assert reader.stats().files == 30_000
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("É", ["été.txt"]),  # one character: the short-query scan (issue 17, item 17)
+        ("ÉT", ["été.txt"]),  # two
+        ("ÉTÉ", ["été.txt"]),  # three: the trigram index
+        ("été.TXT", ["été.txt"]),
+        ("ß", ["Straße.md"]),  # full case folding: 'ß' is 'ss' on both sides
+        ("SS", ["Straße.md"]),
+        ("STRASSE", ["Straße.md"]),
+        ("Ω", ["ωmega.bin"]),
+        ("ΣΑ", ["ςαλ.bin"]),  # final sigma folds to sigma
+        ("ǅ", ["ǆx.bin"]),  # titlecase digraph
+    ],
+)
+def test_search_folds_case_the_same_way_for_short_and_long_non_ascii_queries(
+    db: Path, query: str, expected: list[str]
+) -> None:
+    IndexWriter(db).replace_all(
+        [
+            entry("été.txt"),
+            entry("Straße.md"),
+            entry("ωmega.bin"),
+            entry("ςαλ.bin"),
+            entry("ǆx.bin"),
+        ]
+    )
+    assert sorted(e.name for e in IndexReader(db).search(query, 10)) == expected
