@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from peerfind.errors import InvalidNameError
-from peerfind.index import FileEntry, IndexReader, IndexWriter, validate_file_name
+from peerfind.errors import IndexCorrupt, IndexUnavailable, InvalidNameError
+from peerfind.index import (
+    FileEntry,
+    IndexReader,
+    IndexWriter,
+    is_corruption,
+    move_aside,
+    validate_file_name,
+)
 
 
 def entry(path: str, size: int = 1, mtime: float = 1.0) -> FileEntry:
@@ -178,3 +185,32 @@ def test_search_folds_case_the_same_way_for_short_and_long_non_ascii_queries(
         ]
     )
     assert sorted(e.name for e in IndexReader(db).search(query, 10)) == expected
+
+
+def test_reader_follows_an_index_moved_aside_and_rebuilt(db: Path) -> None:
+    """A directory's reader keeps a connection per thread; when the indexer moves a
+    corrupt index aside and writes a new one, the reader must read the new file, not
+    keep serving the old one (issue 17, item 13)."""
+    writer = IndexWriter(db)
+    writer.replace_all([entry("old.txt")])
+    reader = IndexReader(db)
+    assert [e.name for e in reader.search("old", 10)] == ["old.txt"]
+    writer.close()
+    moved = move_aside(db, now=0.0)
+    assert moved.name == "index.sqlite3.corrupt-19700101T000000Z"
+    assert move_aside(db, now=0.0).name.endswith("-2")  # never overwrites a kept copy
+    assert reader.search("old", 10) == []  # no index now: empty, not the old file
+    assert reader.stats().available is False
+    IndexWriter(db).replace_all([entry("new.txt")])
+    assert [e.name for e in reader.search(".txt", 10)] == ["new.txt"]
+
+
+def test_writer_reports_a_file_that_is_no_database_as_corrupt(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database" * 300)
+    with pytest.raises(IndexCorrupt, match="is corrupt: file is not a database"):
+        IndexWriter(db)
+    assert db.read_bytes() == b"not a database" * 300  # left as it was
+    with pytest.raises(IndexUnavailable):
+        IndexReader(db).search("x", 1)
+    assert is_corruption(sqlite3.DatabaseError("no code")) is False

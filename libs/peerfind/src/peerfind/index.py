@@ -22,6 +22,7 @@ the index before a rescan or the one after it, never half of one.
 from __future__ import annotations
 
 import builtins
+import os
 import sqlite3
 import threading
 import time
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from peerfind.errors import IndexUnavailable, InvalidNameError
+from peerfind.errors import IndexCorrupt, IndexUnavailable, InvalidNameError
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -43,6 +44,8 @@ __all__ = [
     "IndexWriter",
     "SyncStats",
     "fold_name",
+    "is_corruption",
+    "move_aside",
     "validate_file_name",
 ]
 
@@ -51,6 +54,11 @@ MAX_NAME_LENGTH = 255
 _BUSY_TIMEOUT_S = 5.0
 # How often (in SQLite VM steps) a time-bounded query looks at the clock.
 _PROGRESS_STEPS = 1000
+# SQLite's primary result codes for "this file is damaged" and "this is no database".
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+# The companion files of a database in WAL mode; they belong to the file they sit next to.
+_WAL_SUFFIXES = ("-wal", "-shm")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -151,6 +159,37 @@ def fold_name(text: str) -> str:
     return text.casefold()
 
 
+def is_corruption(exc: BaseException) -> bool:
+    """True if `exc` is SQLite saying the database file is damaged or is no database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.DatabaseError)
+        and isinstance(code, int)
+        and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    )
+
+
+def move_aside(db_path: Path, *, now: float | None = None) -> Path:
+    """Rename a database and its WAL companions to `<name>.corrupt-<UTC time>` (kept for
+    inspection; nothing is deleted) and return the new path of the database.
+
+    The writer must have closed it first. Readers that still have the old file open
+    notice the new one by its inode (`IndexReader`)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}-{n}")
+    if db_path.exists():
+        db_path.rename(target)
+    for suffix in _WAL_SUFFIXES:
+        companion = db_path.with_name(db_path.name + suffix)
+        if companion.exists():
+            companion.rename(target.with_name(target.name + suffix))
+    return target
+
+
 def _fts_phrase(query: str) -> str:
     return '"' + query.replace('"', '""') + '"'
 
@@ -163,15 +202,34 @@ def _entry(row: _Row) -> FileEntry:
 
 
 class IndexWriter:
-    """The only writer of an index database (the indexer process owns it)."""
+    """The only writer of an index database (the indexer process owns it).
 
-    def __init__(self, db_path: Path) -> None:
+    Raises IndexCorrupt when the file is not a database or is a damaged one; with
+    `verify`, also when SQLite's `quick_check` (every page, not the FTS internals)
+    finds a fault. Any other sqlite3.Error or OSError is raised as it is.
+    """
+
+    def __init__(self, db_path: Path, *, verify: bool = False) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         self._conn = sqlite3.connect(
             db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
+        try:
+            self._open(verify)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            if is_corruption(exc):
+                raise IndexCorrupt(f"index {db_path} is corrupt: {exc}") from exc
+            raise
+
+    def _open(self, verify: bool) -> None:
+        if verify:
+            found = self._conn.execute("PRAGMA quick_check(1)").fetchone()
+            if found is None or found[0] != "ok":
+                fault = found[0] if found else "no answer"
+                raise IndexCorrupt(f"index {self.db_path} is corrupt: quick_check: {fault}")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -322,9 +380,19 @@ class IndexReader:
 
     def _conn(self) -> sqlite3.Connection | None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:
+            st = os.stat(self.db_path)
+        except OSError:
+            st = None
+        file_id = (st.st_dev, st.st_ino) if st is not None else None
         if conn is not None:
-            return conn
-        if not self.db_path.exists():
+            if file_id == self._local.file_id:
+                return conn
+            # The indexer moved a corrupt index aside (or it was deleted): the open
+            # connection reads the old file; follow the path instead.
+            self._local.conn = None
+            conn.close()
+        if file_id is None:
             return None
         try:
             conn = sqlite3.connect(
@@ -340,6 +408,7 @@ class IndexReader:
             conn.close()
             return None  # the indexer is (re)building it
         self._local.conn = conn
+        self._local.file_id = file_id
         return conn
 
     def _query(

@@ -12,6 +12,11 @@ One `Indexer` owns the peer's `IndexWriter`. Its tasks:
   or no longer indexable is removed, with everything under it;
 - rescans: a full scan at start and every `rescan_interval_s` (or at once when
   the watcher had to be restarted), written with `replace_all` in one transaction;
+- a corrupt index (not a database, or failing `quick_check` at start; any write
+  that SQLite answers with SQLITE_CORRUPT / SQLITE_NOTADB later) is moved aside to
+  `<name>.corrupt-<UTC time>` with its WAL files, logged in one line, counted in
+  `peerfind_indexer_index_rebuilds_total`, and rebuilt from a full scan: the index
+  is a cache of the shared folder, so nothing is lost but the hashes;
 - heartbeat: `IndexWriter.heartbeat()` every `heartbeat_interval(settings)` seconds,
   so readers and `peerfind-indexer --check` can tell a live index from a stale one;
 - hashes: after the first full scan (so a big share is searchable first), the
@@ -32,6 +37,7 @@ the periodic rescan carries on, and the watcher is restarted with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -45,8 +51,15 @@ from indexer import metrics
 from indexer.hasher import HashCancelled, Hasher
 from indexer.scanner import Directory, ScanCancelled, Scanner, Skipped, SkipReason
 from peerfind.config import PeerSettings
-from peerfind.errors import ConfigError, IndexUnavailable
-from peerfind.index import FileEntry, IndexReader, IndexWriter, SyncStats
+from peerfind.errors import ConfigError, IndexCorrupt, IndexUnavailable
+from peerfind.index import (
+    FileEntry,
+    IndexReader,
+    IndexWriter,
+    SyncStats,
+    is_corruption,
+    move_aside,
+)
 
 __all__ = [
     "SHUTDOWN_GRACE_S",
@@ -126,8 +139,12 @@ class Indexer:
     def __init__(self, settings: PeerSettings) -> None:
         self.settings = settings
         self.scanner = Scanner(shared_root(settings))
+        # Set when a write found the index damaged: the next full scan rebuilds it.
+        self._corrupt: BaseException | None = None
         try:
-            self.writer = IndexWriter(settings.index_path)
+            self.writer = IndexWriter(settings.index_path, verify=True)
+        except IndexCorrupt as exc:
+            self.writer = self._rebuild(exc)
         except (OSError, sqlite3.Error) as exc:
             raise IndexUnavailable(f"cannot open index {settings.index_path}: {exc}") from None
         self.reader = IndexReader(settings.index_path)
@@ -147,6 +164,34 @@ class Indexer:
         """Close the writer (waits for a write in progress)."""
         self.writer.close()
 
+    def _rebuild(self, cause: BaseException) -> IndexWriter:
+        """Move the damaged index aside and open an empty one (the caller fills it
+        from a full scan). Readers see no index, then the new one: a partial answer
+        meanwhile, never an error page for good."""
+        path = self.settings.index_path
+        try:
+            moved = move_aside(path)
+            writer = IndexWriter(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise IndexUnavailable(f"cannot rebuild corrupt index {path}: {exc}") from None
+        metrics.INDEX_REBUILDS.inc()
+        logger.error(
+            "index %s is corrupt (%s); moved it to %s, rebuilding it from a full scan",
+            path,
+            str(cause).removeprefix(f"index {path} is corrupt: "),
+            moved.name,
+        )
+        return writer
+
+    def _note_corruption(self, exc: BaseException) -> bool:
+        """True (and a rebuild at the next full scan, asked for now) if `exc` says the
+        index file is damaged."""
+        if not is_corruption(exc):
+            return False
+        self._corrupt = exc
+        self._rescan_requested.set()
+        return True
+
     # Blocking work, run in a thread by the tasks below (and called directly by tests).
 
     def full_scan(self) -> SyncStats | None:
@@ -157,11 +202,22 @@ class Indexer:
         started = time.perf_counter()
         try:
             result = self.scanner.scan(cancelled=self._stopping.is_set)
-            synced = self.writer.replace_all(result.entries)
+            try:
+                if self._corrupt is not None:
+                    raise self._corrupt
+                synced = self.writer.replace_all(result.entries)
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                self._corrupt = None
+                with contextlib.suppress(sqlite3.Error):
+                    self.writer.close()
+                self.writer = self._rebuild(exc)
+                synced = self.writer.replace_all(result.entries)
         except ScanCancelled:
             logger.info("full scan cancelled: shutting down")
             return None
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, IndexUnavailable) as exc:
             metrics.SCANS.labels(result="error").inc()
             logger.error("full scan of %s failed: %s", self.scanner.root, exc)
             return None
@@ -332,7 +388,9 @@ class Indexer:
                 batch = await asyncio.to_thread(self.apply_changes, changes)
                 if batch.upserted:
                     self._hash_wake.set()
-            except Exception:
+            except Exception as exc:
+                if self._note_corruption(exc):
+                    return  # the rescan rebuilds the index, these changes included
                 logger.exception("applying %d changes failed; rescanning", len(changes))
                 self._rescan_requested.set()
 
@@ -376,7 +434,8 @@ class Indexer:
             try:
                 await asyncio.to_thread(self.writer.heartbeat)
             except sqlite3.Error as exc:
-                logger.error("index heartbeat failed: %s", exc)
+                if not self._note_corruption(exc):
+                    logger.error("index heartbeat failed: %s", exc)
             await _wait(self._stopping, interval)
 
     async def _hashes(self) -> None:
@@ -394,6 +453,7 @@ class Indexer:
             except HashCancelled:
                 return
             except (IndexUnavailable, sqlite3.Error) as exc:
+                self._note_corruption(exc)
                 logger.error("hashing stopped for now: %s", exc)
                 await _wait(self._stopping, _RESTART_MIN_S)
                 self._hash_wake.set()
