@@ -420,3 +420,35 @@ async def test_a_corrupt_write_from_the_watcher_asks_for_a_rebuild(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_watcher_rearms_when_the_shared_folder_is_deleted_and_recreated(
+    running: Running,
+    shared: Path,
+    tmp_path: Path,
+    eventually: Eventually,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Issue 17, item 14: the inotify watches died with the folder and nothing was
+    reported again until the periodic rescan (300 s here, so it never runs)."""
+    reader = running.reader
+    caplog.set_level("INFO", logger="indexer.service")
+    if how == "deleted":
+        shutil.rmtree(shared)
+        await eventually(lambda: "is gone; watching for it" in caplog.text, what="noticed")
+        os.mkdir(shared)
+    else:  # another folder moved into its place, the way a restore or a sync tool does it
+        (tmp_path / "new-copy").mkdir()
+        shutil.rmtree(shared)
+        os.rename(tmp_path / "new-copy", shared)
+    (shared / "first-after.txt").write_bytes(b"1")
+    await eventually(lambda: names(reader, "-after") == {"first-after.txt"})
+    scans = reader.stats().last_scan_at
+    # And the watcher, not a scan, sees what comes next.
+    (shared / "sub").mkdir()
+    (shared / "sub" / "second-after.txt").write_bytes(b"2")
+    await eventually(lambda: names(reader, "-after") == {"first-after.txt", "sub/second-after.txt"})
+    assert reader.stats().last_scan_at == scans
+    assert names(reader, "initial") == set()  # the old folder's files are gone

@@ -31,7 +31,10 @@ collecting events meanwhile) and is applied after it, against the disk as it is
 then. The watcher is started before the first scan, so nothing created while
 that scan runs is missed. Walking and SQLite work run in threads, keeping the
 event loop free for the watcher and the heartbeat. A watcher failure is logged,
-the periodic rescan carries on, and the watcher is restarted with backoff.
+the periodic rescan carries on, and the watcher is restarted with backoff. When
+the shared folder itself is deleted, moved or replaced (inotify watches die with
+it, silently), the watcher notices within `ROOT_CHECK_S`, waits for a folder to be
+there again, arms a new watcher on it and asks for a full scan.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,6 +83,8 @@ SHUTDOWN_GRACE_S = 5.0
 WATCH_DEBOUNCE_MS = 50
 WATCH_STEP_MS = 50
 _RESTART_MIN_S = 1.0
+ROOT_CHECK_S = 1.0
+"""How often the watcher checks that the shared folder is still the one it watches."""
 _RESTART_MAX_S = 60.0
 _MAX_SKIP_WARNINGS = 50  # per scan or batch; the rest are summed up in one line
 _HASH_BATCH_FILES = 256  # rows read per query, digests stored per transaction at most
@@ -116,6 +123,29 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class _Either:
+    """Set when either event is (the stop event `awatch` polls; it may set it too)."""
+
+    def __init__(self, first: asyncio.Event, second: asyncio.Event) -> None:
+        self._events = (first, second)
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set or any(event.is_set() for event in self._events)
+
+    def set(self) -> None:
+        self._set = True
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the directory at `path`, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _outermost(paths: Iterable[str]) -> list[str]:
@@ -397,24 +427,43 @@ class Indexer:
     async def _watch(self) -> None:
         backoff = _RESTART_MIN_S
         restarting = False
+        root = self.scanner.root
+        gone = False
         while not self._stopping.is_set():
+            armed_on = _file_id(root)
+            if armed_on is None:
+                # inotify watches die with the folder; nothing would ever be reported
+                # again. Wait for it to come back, then arm a new watcher on it.
+                if not gone:
+                    logger.warning("shared folder %s is gone; watching for it to come back", root)
+                    gone = True
+                await _wait(self._stopping, ROOT_CHECK_S)
+                restarting = True
+                continue
+            if gone:
+                logger.info("shared folder %s is back; watching it again", root)
+                gone = False
             if restarting:
                 # Changes made while no watcher ran are only found by a scan. Asked
                 # for here, it starts after the new watcher has set up its watches.
                 self._rescan_requested.set()
+            rearm = asyncio.Event()  # the folder was removed or replaced
+            monitor = asyncio.create_task(self._watch_root(armed_on, rearm))
             try:
                 async for changes in awatch(
-                    self.scanner.root,
+                    root,
                     watch_filter=None,  # index what a full scan indexes (.git, *~, ...)
                     recursive=True,
                     debounce=WATCH_DEBOUNCE_MS,
                     step=WATCH_STEP_MS,
                     force_polling=False,
                     ignore_permission_denied=True,  # an unreadable subfolder is a skip
-                    stop_event=self._stopping,
+                    stop_event=_Either(self._stopping, rearm),
                 ):
                     backoff = _RESTART_MIN_S
                     await self._apply(changes)
+                    if (Change.deleted, root) in changes:
+                        rearm.set()
             except Exception:
                 logger.exception(
                     "file watcher failed; periodic rescans go on; restarting it in %.0f s",
@@ -423,10 +472,24 @@ class Indexer:
             else:
                 if self._stopping.is_set():
                     break
+                if rearm.is_set():  # the folder went away or was replaced: no backoff
+                    restarting = True
+                    continue
                 logger.warning("file watcher ended; restarting it in %.0f s", backoff)
+            finally:
+                monitor.cancel()
+                await asyncio.gather(monitor, return_exceptions=True)
             restarting = True
             await _wait(self._stopping, backoff)
             backoff = min(backoff * 2, _RESTART_MAX_S)
+
+    async def _watch_root(self, armed_on: tuple[int, int], rearm: asyncio.Event) -> None:
+        """Set `rearm` once the shared folder is no longer the directory the watcher was
+        armed on (deleted, moved away, or replaced by another)."""
+        while not await _wait(self._stopping, ROOT_CHECK_S):
+            if _file_id(self.scanner.root) != armed_on:
+                rearm.set()
+                return
 
     async def _heartbeats(self) -> None:
         interval = heartbeat_interval(self.settings)
