@@ -6,7 +6,7 @@
   200 or a 422, never a 5xx;
 - `peerfind.index.validate_file_name`, the transfer service's name resolver, and
   `IndexReader.search` / `lookup` against a real SQLite index (FTS5 phrase quoting,
-  LIKE escaping).
+  and case folding that agrees with Python's `str.casefold` for any Unicode).
 """
 
 from __future__ import annotations
@@ -240,8 +240,7 @@ def test_search_endpoint_answers_any_query_with_200_or_422(client: TestClient, q
     assert _query_ok(query) and len(query) <= MAX_QUERY_LENGTH
     names = [h["name"] for h in body["hits"]]  # type: ignore[index]
     assert set(names) <= set(SAMPLE_NAMES)
-    if query.isascii():
-        assert sorted(names) == sorted(n for n in SAMPLE_NAMES if query.lower() in n.lower())
+    assert sorted(names) == sorted(n for n in SAMPLE_NAMES if query.casefold() in n.casefold())
 
 
 @FUZZ
@@ -334,8 +333,12 @@ def test_index_search_and_lookup_never_raise_and_match_substrings(
     found = reader.search(query, limit)
     assert len(found) <= max(limit, 0)
     assert all(isinstance(e, FileEntry) and e.name in SAMPLE_NAMES for e in found)
-    if query.isascii() and limit >= len(SAMPLE_NAMES):
-        expected = sorted(n for n in SAMPLE_NAMES if query and query.lower() in n.lower())
+    if limit >= len(SAMPLE_NAMES):
+        expected = sorted(
+            n
+            for n in SAMPLE_NAMES
+            if query and "\x00" not in query and query.casefold() in n.casefold()
+        )
         assert sorted(e.name for e in found) == expected
     entry = reader.lookup(query)
     assert entry is None or entry.name == query
@@ -373,5 +376,42 @@ def test_every_substring_of_an_indexed_name_finds_it(
         reader = IndexReader(db)
         assert target in [e.name for e in reader.search(piece, 100)], (piece, stored)
         assert reader.lookup(target) is not None
+    finally:
+        writer.close()
+
+
+_case_changes = st.sampled_from([str, str.upper, str.lower, str.title, str.swapcase, str.casefold])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stored=st.lists(valid_names, min_size=1, max_size=6, unique=True),
+    data=st.data(),
+)
+@example(stored=["été.txt"], data=None)
+def test_search_is_casefold_substring_match_for_any_unicode(
+    tmp_path_factory: pytest.TempPathFactory, stored: list[str], data: st.DataObject | None
+) -> None:
+    """Exactly the names whose casefold contains the query's casefold, for queries of
+    any length (one and two characters are the scan, three and more the trigram index)
+    and any case change of a piece of a stored name (issue 17, item 17: 'É' found
+    nothing)."""
+    if data is None:
+        target, piece, change = stored[0], "É", str
+    else:
+        target = data.draw(st.sampled_from(stored))
+        start = data.draw(st.integers(0, len(target) - 1))
+        end = data.draw(st.integers(start + 1, min(len(target), start + 4)))
+        piece, change = target[start:end], data.draw(_case_changes)
+    query = change(piece)
+    assume("\x00" not in query)
+    db = tmp_path_factory.mktemp("idx") / "index.sqlite3"
+    writer = IndexWriter(db)
+    try:
+        writer.replace_all(FileEntry(path=n, name=n, size=1, mtime=1.0) for n in stored)
+        found = sorted(e.name for e in IndexReader(db).search(query, 100))
+        assert found == sorted(n for n in stored if query.casefold() in n.casefold()), query
+        if change in (str, str.casefold):
+            assert target in found
     finally:
         writer.close()

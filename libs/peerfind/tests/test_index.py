@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from peerfind.errors import InvalidNameError
-from peerfind.index import FileEntry, IndexReader, IndexWriter, validate_file_name
+from peerfind.errors import IndexCorrupt, IndexUnavailable, InvalidNameError
+from peerfind.index import (
+    FileEntry,
+    IndexReader,
+    IndexWriter,
+    is_corruption,
+    move_aside,
+    validate_file_name,
+)
 
 
 def entry(path: str, size: int = 1, mtime: float = 1.0) -> FileEntry:
@@ -141,10 +148,69 @@ def test_try_search_gives_up_past_its_budget_and_the_reader_stays_usable(db: Pat
     (None) and run again on a thread. Abandoning must not break the connection."""
     IndexWriter(db).replace_all([entry(f"dir{i % 50}/file{i:06d}.txt") for i in range(30_000)])
     reader = IndexReader(db)
-    # A 1-character query scans with LIKE; one nanosecond is over at the first check.
+    # A 1-character query scans the folded names; one nanosecond is over at the first check.
     assert reader.try_search("e", 100_000, budget_s=1e-9) is None
     assert len(reader.search("e", 100_000)) == 30_000
     assert [e.name for e in reader.try_search("file000123", 10, budget_s=5.0) or []] == [
         "file000123.txt"
     ]
     assert reader.stats().files == 30_000
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("É", ["été.txt"]),  # one character: the short-query scan (issue 17, item 17)
+        ("ÉT", ["été.txt"]),  # two
+        ("ÉTÉ", ["été.txt"]),  # three: the trigram index
+        ("été.TXT", ["été.txt"]),
+        ("ß", ["Straße.md"]),  # full case folding: 'ß' is 'ss' on both sides
+        ("SS", ["Straße.md"]),
+        ("STRASSE", ["Straße.md"]),
+        ("Ω", ["ωmega.bin"]),
+        ("ΣΑ", ["ςαλ.bin"]),  # final sigma folds to sigma
+        ("ǅ", ["ǆx.bin"]),  # titlecase digraph
+    ],
+)
+def test_search_folds_case_the_same_way_for_short_and_long_non_ascii_queries(
+    db: Path, query: str, expected: list[str]
+) -> None:
+    IndexWriter(db).replace_all(
+        [
+            entry("été.txt"),
+            entry("Straße.md"),
+            entry("ωmega.bin"),
+            entry("ςαλ.bin"),
+            entry("ǆx.bin"),
+        ]
+    )
+    assert sorted(e.name for e in IndexReader(db).search(query, 10)) == expected
+
+
+def test_reader_follows_an_index_moved_aside_and_rebuilt(db: Path) -> None:
+    """A directory's reader keeps a connection per thread; when the indexer moves a
+    corrupt index aside and writes a new one, the reader must read the new file, not
+    keep serving the old one (issue 17, item 13)."""
+    writer = IndexWriter(db)
+    writer.replace_all([entry("old.txt")])
+    reader = IndexReader(db)
+    assert [e.name for e in reader.search("old", 10)] == ["old.txt"]
+    writer.close()
+    moved = move_aside(db, now=0.0)
+    assert moved.name == "index.sqlite3.corrupt-19700101T000000Z"
+    assert move_aside(db, now=0.0).name.endswith("-2")  # never overwrites a kept copy
+    assert reader.search("old", 10) == []  # no index now: empty, not the old file
+    assert reader.stats().available is False
+    IndexWriter(db).replace_all([entry("new.txt")])
+    assert [e.name for e in reader.search(".txt", 10)] == ["new.txt"]
+
+
+def test_writer_reports_a_file_that_is_no_database_as_corrupt(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database" * 300)
+    with pytest.raises(IndexCorrupt, match="is corrupt: file is not a database"):
+        IndexWriter(db)
+    assert db.read_bytes() == b"not a database" * 300  # left as it was
+    with pytest.raises(IndexUnavailable):
+        IndexReader(db).search("x", 1)
+    assert is_corruption(sqlite3.DatabaseError("no code")) is False

@@ -211,3 +211,23 @@ def test_check_in_process(make_settings: Callable[..., PeerSettings], tmp_path: 
         assert check(settings) == 1
     finally:
         writer.close()
+
+
+def test_a_corrupt_index_does_not_keep_the_process_down(
+    config: Path,
+    tmp_path: Path,
+    start: Callable[[Path], subprocess.Popen[bytes]],
+    eventually_sync: Callable[..., Any],
+) -> None:
+    """Issue 17, item 13: it exited 1 with 'file is not a database' and stayed down."""
+    index = tmp_path / "state" / "index.sqlite3"
+    index.parent.mkdir(parents=True)
+    index.write_bytes(b"\x00garbage" * 1000)
+    proc = start(config)
+    eventually_sync(lambda: run_cli(config, "--check").returncode == 0, what="check passes")
+    assert proc.poll() is None
+    assert [p.name for p in index.parent.glob("index.sqlite3.corrupt-*")] != []
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    log = (tmp_path / "indexer-0.log").read_text()
+    assert log.count("is corrupt (file is not a database); moved it to") == 1, log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from indexer import service
 from indexer.service import Indexer, _outermost, heartbeat_interval, run
 from peerfind.config import PeerSettings
 from peerfind.errors import ConfigError
-from peerfind.index import IndexReader, IndexWriter
+from peerfind.index import FileEntry, IndexReader, IndexWriter
 
 Eventually = Callable[..., Awaitable[Any]]
 
@@ -293,3 +294,161 @@ def test_index_writer_is_released_after_close(
     writer = IndexWriter(settings.index_path)
     writer.heartbeat()
     writer.close()
+
+
+def _torn(path: Path) -> None:
+    """Damage a closed, checkpointed index the way a torn write does: the header page
+    is kept, every page after it is overwritten."""
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.seek(4096)
+        f.write(b"\xa5" * (size - 4096))
+
+
+def _garbage(path: Path) -> None:
+    """Replace the index with a file that is no database at all."""
+    path.write_bytes(b"this is not an SQLite database\n" * 256)
+
+
+def _corrupt_copies(settings: PeerSettings) -> list[Path]:
+    found = settings.index_path.parent.glob(settings.index_path.name + ".corrupt-*")
+    return sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
+
+
+@pytest.mark.parametrize("damage", [_garbage, _torn])
+async def test_a_corrupt_index_at_start_is_moved_aside_and_rebuilt(
+    make_settings: Callable[..., PeerSettings],
+    shared: Path,
+    eventually: Eventually,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[Path], None],
+) -> None:
+    """Issue 17, item 13: 'file is not a database' made the indexer exit 1 for good."""
+    settings = make_settings()
+    writer = IndexWriter(settings.index_path)
+    writer.replace_all(FileEntry(f"old/{i}.txt", f"{i}.txt", 1, 1.0) for i in range(3000))
+    writer.close()  # the last connection checkpoints the WAL into the file
+    damage(settings.index_path)
+    broken = settings.index_path.read_bytes()
+    (shared / "after-rebuild.txt").write_bytes(b"x")
+    rebuilds = sample("peerfind_indexer_index_rebuilds_total")
+    stop = asyncio.Event()
+    with caplog.at_level("ERROR", logger="indexer.service"):
+        task = asyncio.create_task(run(settings, stop))
+        reader = IndexReader(settings.index_path)
+        try:
+            await eventually(lambda: names(reader, "after-rebuild") == {"after-rebuild.txt"})
+            assert names(reader, ".txt") == {"after-rebuild.txt"}
+            assert not task.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=10)
+    (copy,) = _corrupt_copies(settings)
+    assert copy.read_bytes() == broken  # kept as it was, for inspection
+    assert sample("peerfind_indexer_index_rebuilds_total") == rebuilds + 1
+    lines = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"index {settings.index_path} is corrupt (")
+    assert lines[0].endswith(f"moved it to {copy.name}, rebuilding it from a full scan")
+
+
+def test_a_write_that_finds_the_index_corrupt_rebuilds_it_from_the_scan(
+    make_settings: Callable[..., PeerSettings],
+    shared: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mid-run: SQLite reports damage only when it reads a damaged page, which a warm
+    page cache may delay; the error it then raises is what the indexer acts on."""
+    (shared / "one.txt").write_bytes(b"1")
+    settings = make_settings()
+    indexer = Indexer(settings)
+    reader = IndexReader(settings.index_path)  # a directory's reader, open on the old file
+    try:
+        assert indexer.full_scan() is not None
+        assert names(reader, "one") == {"one.txt"}
+        garbage = settings.index_path.with_name("garbage")
+        _garbage(garbage)
+        with pytest.raises(sqlite3.DatabaseError) as real:  # the error SQLite gives
+            sqlite3.connect(garbage).execute("PRAGMA user_version")
+
+        def damaged(entries: object) -> None:
+            raise real.value
+
+        monkeypatch.setattr(indexer.writer, "replace_all", damaged)
+        (shared / "two.txt").write_bytes(b"2")
+        synced = indexer.full_scan()
+        assert synced is not None and synced.files == 2
+        assert len(_corrupt_copies(settings)) == 1
+        assert names(reader, ".txt") == {"one.txt", "two.txt"}  # follows the new file
+    finally:
+        indexer.close()
+
+
+async def test_a_corrupt_write_from_the_watcher_asks_for_a_rebuild(
+    make_settings: Callable[..., PeerSettings],
+    shared: Path,
+    eventually: Eventually,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings()
+    stop = asyncio.Event()
+    indexers: list[Indexer] = []
+    real_init = Indexer.__init__
+
+    def keep(self: Indexer, settings: PeerSettings) -> None:
+        real_init(self, settings)
+        indexers.append(self)
+
+    monkeypatch.setattr(Indexer, "__init__", keep)
+    task = asyncio.create_task(run(settings, stop))
+    reader = IndexReader(settings.index_path)
+    try:
+        await eventually(lambda: reader.stats().last_scan_at > 0, what="initial scan")
+        (indexer,) = indexers
+        garbage = settings.index_path.with_name("garbage")
+        _garbage(garbage)
+        with pytest.raises(sqlite3.DatabaseError) as real:
+            sqlite3.connect(garbage).execute("PRAGMA user_version")
+
+        def damaged(entries: object) -> int:
+            raise real.value
+
+        monkeypatch.setattr(indexer.writer, "upsert", damaged)
+        (shared / "watched.txt").write_bytes(b"w")
+        await eventually(lambda: names(reader, "watched") == {"watched.txt"})
+        assert len(_corrupt_copies(settings)) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_watcher_rearms_when_the_shared_folder_is_deleted_and_recreated(
+    running: Running,
+    shared: Path,
+    tmp_path: Path,
+    eventually: Eventually,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Issue 17, item 14: the inotify watches died with the folder and nothing was
+    reported again until the periodic rescan (300 s here, so it never runs)."""
+    reader = running.reader
+    caplog.set_level("INFO", logger="indexer.service")
+    if how == "deleted":
+        shutil.rmtree(shared)
+        await eventually(lambda: "is gone; watching for it" in caplog.text, what="noticed")
+        os.mkdir(shared)
+    else:  # another folder moved into its place, the way a restore or a sync tool does it
+        (tmp_path / "new-copy").mkdir()
+        shutil.rmtree(shared)
+        os.rename(tmp_path / "new-copy", shared)
+    (shared / "first-after.txt").write_bytes(b"1")
+    await eventually(lambda: names(reader, "-after") == {"first-after.txt"})
+    scans = reader.stats().last_scan_at
+    # And the watcher, not a scan, sees what comes next.
+    (shared / "sub").mkdir()
+    (shared / "sub" / "second-after.txt").write_bytes(b"2")
+    await eventually(lambda: names(reader, "-after") == {"first-after.txt", "sub/second-after.txt"})
+    assert reader.stats().last_scan_at == scans
+    assert names(reader, "initial") == set()  # the old folder's files are gone

@@ -211,7 +211,7 @@ def build_directory_app(holder: dict[str, DirectoryState]) -> FastAPI:
         query: str, fanout: int | None = None, timeout_ms: int | None = None
     ) -> SearchResponse:
         current = state()
-        hits = [h for h in current.hits if query.lower() in h.name.lower()]
+        hits = [h for h in current.hits if query.casefold() in h.name.casefold()]
         answered = sorted({PEER_ID, *(h.peer_id for h in hits)})
         return SearchResponse(
             query=query,

@@ -4,6 +4,7 @@ PeerfindError
 ├── ConfigError         an invalid peer config (file or environment); services exit 2
 ├── InvalidNameError    a file name that looks like a path (INVALID_ARGUMENT on the wire)
 ├── IndexUnavailable    the peer's index database cannot be opened or read
+│   └── IndexCorrupt        it is not a database, or a damaged one (the indexer rebuilds it)
 └── ClientError         the CLI / typed client could not complete a call
     ├── PeerUnreachable     the peer did not answer (connect error, timeout)
     │   └── PeerStalled         it stopped sending in the middle of a stream
@@ -23,6 +24,7 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "FileNotLocated",
+    "IndexCorrupt",
     "IndexUnavailable",
     "InvalidNameError",
     "PeerRefused",
@@ -48,6 +50,10 @@ class InvalidNameError(PeerfindError, ValueError):
 
 class IndexUnavailable(PeerfindError):
     """The index database is missing or unreadable."""
+
+
+class IndexCorrupt(IndexUnavailable):
+    """The index file is not a database, or fails SQLite's integrity check."""
 
 
 class ClientError(PeerfindError):

@@ -1,16 +1,20 @@
 """The peer's file index: SQLite in WAL mode, one writer (the indexer), many readers.
 
-Schema (version 2):
+Schema (version 3):
 
-    files(id, path UNIQUE, name, size, mtime, ino, sha256)
+    files(id, path UNIQUE, name, folded, size, mtime, ino, sha256)
                                                 path: relative, '/'-separated; name: base name;
+                                                folded: fold_name(name);
                                                 sha256: hex digest, NULL until hashed, and
                                                 set back to NULL when size, mtime or inode change
-    files_fts                                   FTS5 trigram index over files.name
+    files_fts                                   FTS5 trigram index over files.folded
     meta(key PRIMARY KEY, value)                scan and heartbeat timestamps, totals
 
-Substring search uses the trigram index for queries of three or more characters
-and a bounded scan for shorter ones (a trigram index cannot answer those).
+Search is case-insensitive by one rule, `fold_name` (Unicode full case folding), applied
+by Python to the stored name and to the query; SQLite only compares folded text exactly.
+The trigram index answers folded queries of three or more characters and a bounded scan
+(`instr`) shorter ones (a trigram index cannot answer those). SQLite's own folding is
+used nowhere: LIKE folds ASCII only, and FTS5 folds simply ('ß' stays 'ß').
 Every write is one transaction, so a reader (WAL snapshot isolation) sees either
 the index before a rescan or the one after it, never half of one.
 """
@@ -18,6 +22,7 @@ the index before a rescan or the one after it, never half of one.
 from __future__ import annotations
 
 import builtins
+import os
 import sqlite3
 import threading
 import time
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from peerfind.errors import IndexUnavailable, InvalidNameError
+from peerfind.errors import IndexCorrupt, IndexUnavailable, InvalidNameError
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -38,20 +43,29 @@ __all__ = [
     "IndexStats",
     "IndexWriter",
     "SyncStats",
+    "fold_name",
+    "is_corruption",
+    "move_aside",
     "validate_file_name",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_NAME_LENGTH = 255
 _BUSY_TIMEOUT_S = 5.0
 # How often (in SQLite VM steps) a time-bounded query looks at the clock.
 _PROGRESS_STEPS = 1000
+# SQLite's primary result codes for "this file is damaged" and "this is no database".
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+# The companion files of a database in WAL mode; they belong to the file they sit next to.
+_WAL_SUFFIXES = ("-wal", "-shm")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id    INTEGER PRIMARY KEY,
     path  TEXT NOT NULL UNIQUE,
     name  TEXT NOT NULL,
+    folded TEXT NOT NULL,
     size  INTEGER NOT NULL,
     mtime REAL NOT NULL,
     ino    INTEGER NOT NULL DEFAULT 0,
@@ -60,17 +74,17 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_name ON files(name);
 CREATE INDEX IF NOT EXISTS files_unhashed ON files(id) WHERE sha256 IS NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
-    name, content='files', content_rowid='id', tokenize='trigram case_sensitive 0'
+    folded, content='files', content_rowid='id', tokenize='trigram case_sensitive 1'
 );
 CREATE TRIGGER IF NOT EXISTS files_ai AFTER INSERT ON files BEGIN
-    INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
+    INSERT INTO files_fts(rowid, folded) VALUES (new.id, new.folded);
 END;
 CREATE TRIGGER IF NOT EXISTS files_ad AFTER DELETE ON files BEGIN
-    INSERT INTO files_fts(files_fts, rowid, name) VALUES ('delete', old.id, old.name);
+    INSERT INTO files_fts(files_fts, rowid, folded) VALUES ('delete', old.id, old.folded);
 END;
-CREATE TRIGGER IF NOT EXISTS files_au AFTER UPDATE OF name ON files BEGIN
-    INSERT INTO files_fts(files_fts, rowid, name) VALUES ('delete', old.id, old.name);
-    INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
+CREATE TRIGGER IF NOT EXISTS files_au AFTER UPDATE OF folded ON files BEGIN
+    INSERT INTO files_fts(files_fts, rowid, folded) VALUES ('delete', old.id, old.folded);
+    INSERT INTO files_fts(rowid, folded) VALUES (new.id, new.folded);
 END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
@@ -133,13 +147,51 @@ def validate_file_name(name: str) -> str:
     return name
 
 
+def fold_name(text: str) -> str:
+    """The one case-insensitive form of a name or a query: Unicode full case folding
+    (`str.casefold`: 'É' is 'é', 'ß' is 'ss', a final sigma is a sigma).
+
+    It maps each character on its own, so a piece of a name folds to a piece of the
+    folded name: any substring finds its name. Canonical normalization (NFC/NFD) is
+    not applied for that reason: it can merge characters across the cut. Changing
+    this function changes what is stored: bump SCHEMA_VERSION with it.
+    """
+    return text.casefold()
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True if `exc` is SQLite saying the database file is damaged or is no database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.DatabaseError)
+        and isinstance(code, int)
+        and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    )
+
+
+def move_aside(db_path: Path, *, now: float | None = None) -> Path:
+    """Rename a database and its WAL companions to `<name>.corrupt-<UTC time>` (kept for
+    inspection; nothing is deleted) and return the new path of the database.
+
+    The writer must have closed it first. Readers that still have the old file open
+    notice the new one by its inode (`IndexReader`)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = db_path.with_name(f"{db_path.name}.corrupt-{stamp}-{n}")
+    if db_path.exists():
+        db_path.rename(target)
+    for suffix in _WAL_SUFFIXES:
+        companion = db_path.with_name(db_path.name + suffix)
+        if companion.exists():
+            companion.rename(target.with_name(target.name + suffix))
+    return target
+
+
 def _fts_phrase(query: str) -> str:
     return '"' + query.replace('"', '""') + '"'
-
-
-def _like_pattern(query: str) -> str:
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 _Row = tuple[str, str, int, float, int, str | None]
@@ -150,15 +202,34 @@ def _entry(row: _Row) -> FileEntry:
 
 
 class IndexWriter:
-    """The only writer of an index database (the indexer process owns it)."""
+    """The only writer of an index database (the indexer process owns it).
 
-    def __init__(self, db_path: Path) -> None:
+    Raises IndexCorrupt when the file is not a database or is a damaged one; with
+    `verify`, also when SQLite's `quick_check` (every page, not the FTS internals)
+    finds a fault. Any other sqlite3.Error or OSError is raised as it is.
+    """
+
+    def __init__(self, db_path: Path, *, verify: bool = False) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         self._conn = sqlite3.connect(
             db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.Lock()
+        try:
+            self._open(verify)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            if is_corruption(exc):
+                raise IndexCorrupt(f"index {db_path} is corrupt: {exc}") from exc
+            raise
+
+    def _open(self, verify: bool) -> None:
+        if verify:
+            found = self._conn.execute("PRAGMA quick_check(1)").fetchone()
+            if found is None or found[0] != "ok":
+                fault = found[0] if found else "no answer"
+                raise IndexCorrupt(f"index {self.db_path} is corrupt: quick_check: {fault}")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -205,14 +276,14 @@ class IndexWriter:
 
     def replace_all(self, entries: Iterable[FileEntry]) -> SyncStats:
         """Make the index hold exactly `entries`, in one transaction (a full rescan)."""
-        rows = [(e.path, e.name, e.size, e.mtime, e.ino) for e in entries]
+        rows = [(e.path, e.name, fold_name(e.name), e.size, e.mtime, e.ino) for e in entries]
         with self._transaction() as conn:
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS scan (path TEXT PRIMARY KEY, name TEXT, "
-                "size INTEGER, mtime REAL, ino INTEGER) WITHOUT ROWID"
+                "folded TEXT, size INTEGER, mtime REAL, ino INTEGER) WITHOUT ROWID"
             )
             conn.execute("DELETE FROM scan")
-            conn.executemany("INSERT OR REPLACE INTO scan VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO scan VALUES (?, ?, ?, ?, ?, ?)", rows)
             removed = conn.execute(
                 "DELETE FROM files WHERE path NOT IN (SELECT path FROM scan)"
             ).rowcount
@@ -222,8 +293,8 @@ class IndexWriter:
                 "AND (files.size != s.size OR files.mtime != s.mtime OR files.ino != s.ino)"
             ).rowcount
             added = conn.execute(
-                "INSERT INTO files(path, name, size, mtime, ino) "
-                "SELECT path, name, size, mtime, ino FROM scan "
+                "INSERT INTO files(path, name, folded, size, mtime, ino) "
+                "SELECT path, name, folded, size, mtime, ino FROM scan "
                 "WHERE path NOT IN (SELECT path FROM files)"
             ).rowcount
             conn.execute("DELETE FROM scan")
@@ -232,12 +303,13 @@ class IndexWriter:
 
     def upsert(self, entries: Iterable[FileEntry]) -> int:
         """Add or refresh single entries (watcher events). Returns rows written."""
-        rows = [(e.path, e.name, e.size, e.mtime, e.ino) for e in entries]
+        rows = [(e.path, e.name, fold_name(e.name), e.size, e.mtime, e.ino) for e in entries]
         if not rows:
             return 0
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT INTO files(path, name, size, mtime, ino) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO files(path, name, folded, size, mtime, ino) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime, "
                 "ino = excluded.ino, sha256 = CASE WHEN files.size = excluded.size "
                 "AND files.mtime = excluded.mtime AND files.ino = excluded.ino "
@@ -308,9 +380,19 @@ class IndexReader:
 
     def _conn(self) -> sqlite3.Connection | None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:
+            st = os.stat(self.db_path)
+        except OSError:
+            st = None
+        file_id = (st.st_dev, st.st_ino) if st is not None else None
         if conn is not None:
-            return conn
-        if not self.db_path.exists():
+            if file_id == self._local.file_id:
+                return conn
+            # The indexer moved a corrupt index aside (or it was deleted): the open
+            # connection reads the old file; follow the path instead.
+            self._local.conn = None
+            conn.close()
+        if file_id is None:
             return None
         try:
             conn = sqlite3.connect(
@@ -326,6 +408,7 @@ class IndexReader:
             conn.close()
             return None  # the indexer is (re)building it
         self._local.conn = conn
+        self._local.file_id = file_id
         return conn
 
     def _query(
@@ -357,7 +440,8 @@ class IndexReader:
                 conn.set_progress_handler(None, 0)
 
     def search(self, query: str, limit: int) -> list[FileEntry]:
-        """Entries whose name contains `query`, case-insensitively (at most `limit`)."""
+        """Entries whose name contains `query`, case-insensitively (at most `limit`):
+        `fold_name(query)` is a substring of `fold_name(name)`."""
         return self._search(query, limit, None)
 
     def try_search(self, query: str, limit: int, budget_s: float) -> list[FileEntry] | None:
@@ -376,15 +460,18 @@ class IndexReader:
     def _search(self, query: str, limit: int, budget_s: float | None) -> list[FileEntry]:
         if not query or limit <= 0 or "\x00" in query:
             return []  # no name holds NUL, and FTS5 would read it as the end of the query
-        if len(query) >= 3:
+        folded = fold_name(query)
+        # The length that decides is the folded one ('ß' is two characters, 'ﬃ' three):
+        # the trigram index holds folded text.
+        if len(folded) >= 3:
             sql = (
                 f"SELECT {_COLUMNS} FROM files_fts JOIN files AS f ON f.id = files_fts.rowid "
                 "WHERE files_fts MATCH ? LIMIT ?"
             )
-            rows = self._query(sql, (_fts_phrase(query), limit), budget_s)
+            rows = self._query(sql, (_fts_phrase(folded), limit), budget_s)
         else:
-            sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name LIKE ? ESCAPE '\\' LIMIT ?"
-            rows = self._query(sql, (_like_pattern(query), limit), budget_s)
+            sql = f"SELECT {_COLUMNS} FROM files AS f WHERE instr(f.folded, ?) > 0 LIMIT ?"
+            rows = self._query(sql, (folded, limit), budget_s)
         return [_entry(r) for r in rows]
 
     def list(self, limit: int, after: str = "") -> list[FileEntry]:

@@ -16,6 +16,7 @@ __all__ = [
     "HASH_FAILURES",
     "INDEXED_BYTES",
     "INDEXED_FILES",
+    "INDEX_REBUILDS",
     "LAST_SCAN_TIMESTAMP",
     "SCANS",
     "SCAN_DURATION",
@@ -58,6 +59,10 @@ SKIPPED = Counter(
     "peerfind_indexer_skipped_total",
     "Entries of the shared folder left out of the index, by reason (counted at each scan).",
     ["reason"],
+)
+INDEX_REBUILDS = Counter(
+    "peerfind_indexer_index_rebuilds_total",
+    "Times the index was found corrupt, moved aside and rebuilt from a full scan.",
 )
 SCANS = Counter(
     "peerfind_indexer_scans_total",

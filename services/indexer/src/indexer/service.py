@@ -12,6 +12,11 @@ One `Indexer` owns the peer's `IndexWriter`. Its tasks:
   or no longer indexable is removed, with everything under it;
 - rescans: a full scan at start and every `rescan_interval_s` (or at once when
   the watcher had to be restarted), written with `replace_all` in one transaction;
+- a corrupt index (not a database, or failing `quick_check` at start; any write
+  that SQLite answers with SQLITE_CORRUPT / SQLITE_NOTADB later) is moved aside to
+  `<name>.corrupt-<UTC time>` with its WAL files, logged in one line, counted in
+  `peerfind_indexer_index_rebuilds_total`, and rebuilt from a full scan: the index
+  is a cache of the shared folder, so nothing is lost but the hashes;
 - heartbeat: `IndexWriter.heartbeat()` every `heartbeat_interval(settings)` seconds,
   so readers and `peerfind-indexer --check` can tell a live index from a stale one;
 - hashes: after the first full scan (so a big share is searchable first), the
@@ -26,14 +31,20 @@ collecting events meanwhile) and is applied after it, against the disk as it is
 then. The watcher is started before the first scan, so nothing created while
 that scan runs is missed. Walking and SQLite work run in threads, keeping the
 event loop free for the watcher and the heartbeat. A watcher failure is logged,
-the periodic rescan carries on, and the watcher is restarted with backoff.
+the periodic rescan carries on, and the watcher is restarted with backoff. When
+the shared folder itself is deleted, moved or replaced (inotify watches die with
+it, silently), the watcher notices within `ROOT_CHECK_S`, waits for a folder to be
+there again, arms a new watcher on it and asks for a full scan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,8 +56,15 @@ from indexer import metrics
 from indexer.hasher import HashCancelled, Hasher
 from indexer.scanner import Directory, ScanCancelled, Scanner, Skipped, SkipReason
 from peerfind.config import PeerSettings
-from peerfind.errors import ConfigError, IndexUnavailable
-from peerfind.index import FileEntry, IndexReader, IndexWriter, SyncStats
+from peerfind.errors import ConfigError, IndexCorrupt, IndexUnavailable
+from peerfind.index import (
+    FileEntry,
+    IndexReader,
+    IndexWriter,
+    SyncStats,
+    is_corruption,
+    move_aside,
+)
 
 __all__ = [
     "SHUTDOWN_GRACE_S",
@@ -65,6 +83,8 @@ SHUTDOWN_GRACE_S = 5.0
 WATCH_DEBOUNCE_MS = 50
 WATCH_STEP_MS = 50
 _RESTART_MIN_S = 1.0
+ROOT_CHECK_S = 1.0
+"""How often the watcher checks that the shared folder is still the one it watches."""
 _RESTART_MAX_S = 60.0
 _MAX_SKIP_WARNINGS = 50  # per scan or batch; the rest are summed up in one line
 _HASH_BATCH_FILES = 256  # rows read per query, digests stored per transaction at most
@@ -105,6 +125,29 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+class _Either:
+    """Set when either event is (the stop event `awatch` polls; it may set it too)."""
+
+    def __init__(self, first: asyncio.Event, second: asyncio.Event) -> None:
+        self._events = (first, second)
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set or any(event.is_set() for event in self._events)
+
+    def set(self) -> None:
+        self._set = True
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the directory at `path`, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def _outermost(paths: Iterable[str]) -> list[str]:
     """`paths` without those under another of them (remove() takes the subtree too)."""
     unique = set(paths)
@@ -126,8 +169,12 @@ class Indexer:
     def __init__(self, settings: PeerSettings) -> None:
         self.settings = settings
         self.scanner = Scanner(shared_root(settings))
+        # Set when a write found the index damaged: the next full scan rebuilds it.
+        self._corrupt: BaseException | None = None
         try:
-            self.writer = IndexWriter(settings.index_path)
+            self.writer = IndexWriter(settings.index_path, verify=True)
+        except IndexCorrupt as exc:
+            self.writer = self._rebuild(exc)
         except (OSError, sqlite3.Error) as exc:
             raise IndexUnavailable(f"cannot open index {settings.index_path}: {exc}") from None
         self.reader = IndexReader(settings.index_path)
@@ -147,6 +194,34 @@ class Indexer:
         """Close the writer (waits for a write in progress)."""
         self.writer.close()
 
+    def _rebuild(self, cause: BaseException) -> IndexWriter:
+        """Move the damaged index aside and open an empty one (the caller fills it
+        from a full scan). Readers see no index, then the new one: a partial answer
+        meanwhile, never an error page for good."""
+        path = self.settings.index_path
+        try:
+            moved = move_aside(path)
+            writer = IndexWriter(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise IndexUnavailable(f"cannot rebuild corrupt index {path}: {exc}") from None
+        metrics.INDEX_REBUILDS.inc()
+        logger.error(
+            "index %s is corrupt (%s); moved it to %s, rebuilding it from a full scan",
+            path,
+            str(cause).removeprefix(f"index {path} is corrupt: "),
+            moved.name,
+        )
+        return writer
+
+    def _note_corruption(self, exc: BaseException) -> bool:
+        """True (and a rebuild at the next full scan, asked for now) if `exc` says the
+        index file is damaged."""
+        if not is_corruption(exc):
+            return False
+        self._corrupt = exc
+        self._rescan_requested.set()
+        return True
+
     # Blocking work, run in a thread by the tasks below (and called directly by tests).
 
     def full_scan(self) -> SyncStats | None:
@@ -157,11 +232,22 @@ class Indexer:
         started = time.perf_counter()
         try:
             result = self.scanner.scan(cancelled=self._stopping.is_set)
-            synced = self.writer.replace_all(result.entries)
+            try:
+                if self._corrupt is not None:
+                    raise self._corrupt
+                synced = self.writer.replace_all(result.entries)
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                self._corrupt = None
+                with contextlib.suppress(sqlite3.Error):
+                    self.writer.close()
+                self.writer = self._rebuild(exc)
+                synced = self.writer.replace_all(result.entries)
         except ScanCancelled:
             logger.info("full scan cancelled: shutting down")
             return None
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, IndexUnavailable) as exc:
             metrics.SCANS.labels(result="error").inc()
             logger.error("full scan of %s failed: %s", self.scanner.root, exc)
             return None
@@ -332,31 +418,52 @@ class Indexer:
                 batch = await asyncio.to_thread(self.apply_changes, changes)
                 if batch.upserted:
                     self._hash_wake.set()
-            except Exception:
+            except Exception as exc:
+                if self._note_corruption(exc):
+                    return  # the rescan rebuilds the index, these changes included
                 logger.exception("applying %d changes failed; rescanning", len(changes))
                 self._rescan_requested.set()
 
     async def _watch(self) -> None:
         backoff = _RESTART_MIN_S
         restarting = False
+        root = self.scanner.root
+        gone = False
         while not self._stopping.is_set():
+            armed_on = _file_id(root)
+            if armed_on is None:
+                # inotify watches die with the folder; nothing would ever be reported
+                # again. Wait for it to come back, then arm a new watcher on it.
+                if not gone:
+                    logger.warning("shared folder %s is gone; watching for it to come back", root)
+                    gone = True
+                await _wait(self._stopping, ROOT_CHECK_S)
+                restarting = True
+                continue
+            if gone:
+                logger.info("shared folder %s is back; watching it again", root)
+                gone = False
             if restarting:
                 # Changes made while no watcher ran are only found by a scan. Asked
                 # for here, it starts after the new watcher has set up its watches.
                 self._rescan_requested.set()
+            rearm = asyncio.Event()  # the folder was removed or replaced
+            monitor = asyncio.create_task(self._watch_root(armed_on, rearm))
             try:
                 async for changes in awatch(
-                    self.scanner.root,
+                    root,
                     watch_filter=None,  # index what a full scan indexes (.git, *~, ...)
                     recursive=True,
                     debounce=WATCH_DEBOUNCE_MS,
                     step=WATCH_STEP_MS,
                     force_polling=False,
                     ignore_permission_denied=True,  # an unreadable subfolder is a skip
-                    stop_event=self._stopping,
+                    stop_event=_Either(self._stopping, rearm),
                 ):
                     backoff = _RESTART_MIN_S
                     await self._apply(changes)
+                    if (Change.deleted, root) in changes:
+                        rearm.set()
             except Exception:
                 logger.exception(
                     "file watcher failed; periodic rescans go on; restarting it in %.0f s",
@@ -365,10 +472,24 @@ class Indexer:
             else:
                 if self._stopping.is_set():
                     break
+                if rearm.is_set():  # the folder went away or was replaced: no backoff
+                    restarting = True
+                    continue
                 logger.warning("file watcher ended; restarting it in %.0f s", backoff)
+            finally:
+                monitor.cancel()
+                await asyncio.gather(monitor, return_exceptions=True)
             restarting = True
             await _wait(self._stopping, backoff)
             backoff = min(backoff * 2, _RESTART_MAX_S)
+
+    async def _watch_root(self, armed_on: tuple[int, int], rearm: asyncio.Event) -> None:
+        """Set `rearm` once the shared folder is no longer the directory the watcher was
+        armed on (deleted, moved away, or replaced by another)."""
+        while not await _wait(self._stopping, ROOT_CHECK_S):
+            if _file_id(self.scanner.root) != armed_on:
+                rearm.set()
+                return
 
     async def _heartbeats(self) -> None:
         interval = heartbeat_interval(self.settings)
@@ -376,7 +497,8 @@ class Indexer:
             try:
                 await asyncio.to_thread(self.writer.heartbeat)
             except sqlite3.Error as exc:
-                logger.error("index heartbeat failed: %s", exc)
+                if not self._note_corruption(exc):
+                    logger.error("index heartbeat failed: %s", exc)
             await _wait(self._stopping, interval)
 
     async def _hashes(self) -> None:
@@ -394,6 +516,7 @@ class Indexer:
             except HashCancelled:
                 return
             except (IndexUnavailable, sqlite3.Error) as exc:
+                self._note_corruption(exc)
                 logger.error("hashing stopped for now: %s", exc)
                 await _wait(self._stopping, _RESTART_MIN_S)
                 self._hash_wake.set()
