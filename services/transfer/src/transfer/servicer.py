@@ -168,11 +168,20 @@ def _client_gone_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.Statu
 class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
     """Serves one peer's index over `peerfind.v1.FileTransfer`."""
 
-    def __init__(self, settings: PeerSettings, index: IndexReader | None = None) -> None:
+    def __init__(
+        self,
+        settings: PeerSettings,
+        index: IndexReader | None = None,
+        *,
+        on_idle: Callable[[], object] | None = None,
+    ) -> None:
+        """`on_idle` runs each time the last stream in progress ends (the server
+        passes `transfer.memory.heap_trimmer()`: freed heap memory goes back)."""
         self._settings = settings
         self._index = index if index is not None else IndexReader(settings.index_path)
         self._slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
         self._stall_s = settings.stream_stall_timeout_s
+        self._on_idle = on_idle
 
     @property
     def active_streams(self) -> int:
@@ -269,6 +278,16 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                 slots.release(client)
             gauge.dec()
             self._record(method, code, progress, time.perf_counter() - started)
+            if self._on_idle is not None and self._idle():
+                # After this handler's frame (and the chunks it holds) is gone.
+                asyncio.get_running_loop().call_soon(self._when_idle)
+
+    def _idle(self) -> bool:
+        return self._slots.active == 0 and self._slots.lingering == 0
+
+    def _when_idle(self) -> None:
+        if self._on_idle is not None and self._idle():  # no stream started meanwhile
+            self._on_idle()
 
     @property
     def stalled_streams(self) -> int:
