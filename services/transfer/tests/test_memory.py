@@ -30,9 +30,11 @@ def test_no_trimmer_without_a_malloc_trim() -> None:
 
 @pytest.fixture
 def trims(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Calls of the trimmer the next started server gets (instead of malloc_trim)."""
+    """Calls of the trimmer the next started server gets (instead of malloc_trim),
+    with no wait after the last stream (a test may set server.IDLE_DELAY_S)."""
     calls: list[int] = []
     monkeypatch.setattr(server, "heap_trimmer", lambda: lambda: calls.append(1) or True)
+    monkeypatch.setattr(server, "IDLE_DELAY_S", 0.0)
     return calls
 
 
@@ -66,3 +68,14 @@ async def test_each_idle_moment_trims_once(
         assert chunks
         await wait_for(lambda n=n: len(trims) == n, WITHIN_S, f"trim number {n}")
     assert trims == [1, 1]
+
+
+async def test_the_trim_waits_for_the_idle_delay(
+    make_peer: Any, trims: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "IDLE_DELAY_S", 3600.0)
+    peer = await make_peer()
+    for _ in range(2):  # back to back, as `peerfind get` fetches piece after piece
+        assert await peer.download("movie.mkv")
+    assert peer.running.servicer.active_streams == 0
+    assert trims == []  # not between the streams, nor right after the last one

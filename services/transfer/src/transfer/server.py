@@ -28,7 +28,7 @@ from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.tls import server_credentials
 from peerfind.v1 import transfer_pb2_grpc
 from transfer.memory import heap_trimmer
-from transfer.servicer import SERVICE_NAME, FileTransferServicer
+from transfer.servicer import IDLE_DELAY_S, SERVICE_NAME, FileTransferServicer
 
 __all__ = [
     "GRACE_S",
@@ -103,7 +103,7 @@ async def start_server(
     """
     address = bind or _address(settings.host, settings.grpc_port if port is None else port)
     server = grpc.aio.server(options=server_options(settings))
-    servicer = FileTransferServicer(settings, on_idle=heap_trimmer())
+    servicer = FileTransferServicer(settings, on_idle=heap_trimmer(), idle_delay_s=IDLE_DELAY_S)
     transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
 
     # grpc-stubs has no `health.aio`; the servicer is untyped (Any) from here on.
