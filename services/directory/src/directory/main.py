@@ -16,7 +16,6 @@ import socket
 import ssl
 import sys
 
-import httpx
 import uvicorn
 
 from directory.app import create_app
@@ -92,6 +91,10 @@ async def serve(settings: PeerSettings, sock: socket.socket) -> int:
 
 def check(settings: PeerSettings) -> int:
     """The healthcheck: 0 if this peer's own `/health` answers 200, else 1 (one line)."""
+    # Imported here: the check runs in a process of its own, and the server never
+    # needs httpx (with rich and pygments installed it also imports its CLI's).
+    import httpx
+
     scheme = "https" if settings.tls else "http"
     url = f"{scheme}://{settings.local_host}:{settings.rest_port}/health"
     verify: ssl.SSLContext | bool = False

@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import reflection
 
 from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.tls import server_credentials
-from transfer.servicer import SERVICE_NAME, FileTransferServicer, add_to_server
+from transfer.memory import heap_trimmer
+from transfer.servicer import IDLE_DELAY_S, SERVICE_NAME, FileTransferServicer, add_to_server
 
 __all__ = [
     "GRACE_S",
@@ -101,7 +102,7 @@ async def start_server(
     """
     address = bind or _address(settings.host, settings.grpc_port if port is None else port)
     server = grpc.aio.server(options=server_options(settings))
-    servicer = FileTransferServicer(settings)
+    servicer = FileTransferServicer(settings, on_idle=heap_trimmer(), idle_delay_s=IDLE_DELAY_S)
     add_to_server(servicer, server)
 
     # grpc-stubs has no `health.aio`; the servicer is untyped (Any) from here on.

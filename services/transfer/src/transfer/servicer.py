@@ -77,6 +77,7 @@ from transfer.slots import StreamSlots, client_key
 __all__ = [
     "DOWNLOAD",
     "FILE_DOWNLOAD",
+    "IDLE_DELAY_S",
     "MIN_CHUNK_SIZE",
     "SERVICE_NAME",
     "UPLOAD",
@@ -97,6 +98,10 @@ _INTERNAL_DETAILS = "internal error in the transfer service"
 # client to finish sending, before the cap status is sent anyway (_drain).
 UPLOAD_DRAIN_BYTES = 256 * 1024 * 1024
 _DEADLINE_SLACK_S = 0.1
+# How long the server stays without streams before on_idle: a client fetching piece
+# after piece (`peerfind get`, one source) leaves gaps of one round trip, and trimming
+# in each of them would make every next piece fault its buffers in again.
+IDLE_DELAY_S = 1.0
 
 
 _T = TypeVar("_T")
@@ -219,11 +224,23 @@ def add_to_server(servicer: FileTransferServicer, server: grpc.aio.Server) -> No
 class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
     """Serves one peer's index over `peerfind.v1.FileTransfer`."""
 
-    def __init__(self, settings: PeerSettings, index: IndexReader | None = None) -> None:
+    def __init__(
+        self,
+        settings: PeerSettings,
+        index: IndexReader | None = None,
+        *,
+        on_idle: Callable[[], object] | None = None,
+        idle_delay_s: float = IDLE_DELAY_S,
+    ) -> None:
+        """`on_idle` runs once no stream has been in progress for `idle_delay_s` (the
+        server passes `transfer.memory.heap_trimmer()`: freed heap memory goes back)."""
         self._settings = settings
         self._index = index if index is not None else IndexReader(settings.index_path)
         self._slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
         self._stall_s = settings.stream_stall_timeout_s
+        self._on_idle = on_idle
+        self._idle_delay_s = idle_delay_s
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def active_streams(self) -> int:
@@ -320,6 +337,23 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                 slots.release(client)
             gauge.dec()
             self._record(method, code, progress, time.perf_counter() - started)
+            if self._on_idle is not None and self._idle():
+                self._idle_soon()
+
+    def _idle(self) -> bool:
+        return self._slots.active == 0 and self._slots.lingering == 0
+
+    def _idle_soon(self) -> None:
+        """Run on_idle `idle_delay_s` after this moment, unless a stream runs then."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()  # the last stream's end counts, not the first's
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self._idle_delay_s, self._when_idle)
+
+    def _when_idle(self) -> None:
+        self._idle_timer = None
+        if self._on_idle is not None and self._idle():  # a stream that runs now re-arms
+            self._on_idle()
 
     @property
     def stalled_streams(self) -> int:
