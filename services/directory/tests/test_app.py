@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socketserver
+import threading
+from collections.abc import Iterator
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -106,7 +111,47 @@ def test_register_unreachable_url_changes_nothing(client: TestClient) -> None:
     body = assert_error(
         client.post("/register", json={"url": f"http://127.0.0.1:{free_port()}"}), 400
     )
-    assert body.error == "unreachable"
+    assert body.error == "not_a_peer"
+    assert client.get("/peers").json()["peers"] == []
+
+
+@contextlib.contextmanager
+def _service(reply: bytes) -> Iterator[int]:
+    """A TCP service on 127.0.0.1 that answers every connection with `reply`, then closes."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(4096)
+            self.request.sendall(reply)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+def test_register_errors_do_not_tell_what_listens_on_a_port(client: TestClient) -> None:
+    """A closed port, a service that is not HTTP, an HTTP one that is not JSON and a JSON
+    one that is not a peer all get the same answer: /register is no port scanner."""
+    from peerfind_devnet import free_port
+
+    html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 6\r\n\r\n<html>"
+    other = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    answers = []
+    with (
+        _service(b"SSH-2.0-OpenSSH_9.2\r\n") as ssh,
+        _service(html) as web,
+        _service(other) as api,
+    ):
+        for port in (free_port(), ssh, web, api):
+            url = f"http://127.0.0.1:{port}"
+            body = assert_error(client.post("/register", json={"url": url}), 400)
+            answers.append((body.error, body.detail.replace(url, "URL")))
+    assert answers == [("not_a_peer", "URL did not answer /health as a peer")] * 4
     assert client.get("/peers").json()["peers"] == []
 
 

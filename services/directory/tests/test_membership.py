@@ -75,6 +75,8 @@ class Net:
         self.nodes: dict[str, Membership] = {}
         self.down: set[str] = set()
         self.calls: list[tuple[str, str, str]] = []
+        self.gate = asyncio.Event()  # joins to `held` URLs wait for it
+        self.held: set[str] = set()
 
     def url(self, n: int) -> str:
         return f"http://10.0.{n}.1:8000"
@@ -146,7 +148,10 @@ class Calls:
         return node.settings.peer_id, node.settings.grpc_advertise
 
     async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
-        return await self.net.reach(url, "register", self.self_url).welcome(self.self_url)
+        node = self.net.reach(url, "register", self.self_url)
+        if url in self.net.held:
+            await self.net.gate.wait()
+        return await node.welcome(self.self_url)
 
     async def overlay(
         self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
@@ -200,6 +205,20 @@ async def test_bootstrap_falls_back_to_the_backup_friend(net: Net) -> None:
     assert answer.ok and answer.friend == net.url(1)
     assert answer.tried == [net.url(2), net.url(1)]
     assert "connection refused" in answer.errors[0]
+
+
+async def test_bootstraps_that_arrive_while_one_runs_share_its_answer(net: Net) -> None:
+    net.add(1)
+    p2 = net.add(2, (1,))
+    net.held.add(net.url(1))  # the friend is slow to answer
+    calls = [asyncio.create_task(p2.bootstrap()) for _ in range(3)]
+    await asyncio.sleep(0)
+    net.gate.set()
+    answers = await asyncio.gather(*calls)
+    assert all(a.ok for a in answers) and answers[0] == answers[1] == answers[2]
+    assert [k for _, k, _ in net.calls].count("register") == 1  # one join, not three
+    assert (await p2.bootstrap()).ok  # and the next one runs anew
+    assert [k for _, k, _ in net.calls].count("register") == 2
 
 
 async def test_a_join_refused_by_the_guard_adds_nobody(net: Net) -> None:

@@ -351,7 +351,7 @@ class Membership:
         self._friend_asked: dict[str, float] = {}
         self._verified: BoundedLru[str, _Verified] = BoundedLru(_VERIFIED_CAPACITY)
         self._last_bootstrap = float("-inf")
-        self._bootstrap_lock = asyncio.Lock()
+        self._bootstrapping: asyncio.Task[BootstrapResponse] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._confirming: set[str] = set()
         self._dirty = False
@@ -557,35 +557,45 @@ class Membership:
     # -- bootstrap ----------------------------------------------------------------------
 
     async def bootstrap(self) -> BootstrapResponse:
-        """Join through the primary friend, else the backup."""
-        async with self._bootstrap_lock:
-            self._last_bootstrap = self._clock()
-            tried: list[str] = []
-            errors: list[str] = []
-            friends = [u for u in self.settings.friends if u != self.settings.self_url]
-            if not friends:
-                return BootstrapResponse(
-                    ok=False, friend=None, tried=[], errors=["no friends configured"]
-                )
-            for url in friends:
-                tried.append(url)
-                try:
-                    contact, offered = await self._join_through(url)
-                except (ConnectionError, OSError, TimeoutError, RegistrationError) as exc:
-                    errors.append(f"{url}: {exc}")
-                    logger.warning("bootstrap via %s failed: %s", url, exc)
-                    continue
-                logger.info("joined via %s (%s); it offered %d peers", url, contact.peer_id,
-                            len(offered))  # fmt: skip
-                return BootstrapResponse(
-                    ok=True,
-                    friend=url,
-                    friend_peer_id=contact.peer_id,
-                    tried=tried,
-                    errors=errors,
-                    learned=len(offered),
-                )
-            return BootstrapResponse(ok=False, friend=None, tried=tried, errors=errors)
+        """Join through the primary friend, else the backup.
+
+        One bootstrap at a time: a call that arrives while one runs gets that one's answer
+        (shielded: a caller that gives up does not cancel it for the others) instead of
+        queueing for a run of its own behind a friend that is slow to answer.
+        """
+        running = self._bootstrapping
+        if running is None or running.done():
+            running = self._bootstrapping = asyncio.create_task(self._bootstrap())
+        return await asyncio.shield(running)
+
+    async def _bootstrap(self) -> BootstrapResponse:
+        self._last_bootstrap = self._clock()
+        tried: list[str] = []
+        errors: list[str] = []
+        friends = [u for u in self.settings.friends if u != self.settings.self_url]
+        if not friends:
+            return BootstrapResponse(
+                ok=False, friend=None, tried=[], errors=["no friends configured"]
+            )
+        for url in friends:
+            tried.append(url)
+            try:
+                contact, offered = await self._join_through(url)
+            except (ConnectionError, OSError, TimeoutError, RegistrationError) as exc:
+                errors.append(f"{url}: {exc}")
+                logger.warning("bootstrap via %s failed: %s", url, exc)
+                continue
+            logger.info("joined via %s (%s); it offered %d peers", url, contact.peer_id,
+                        len(offered))  # fmt: skip
+            return BootstrapResponse(
+                ok=True,
+                friend=url,
+                friend_peer_id=contact.peer_id,
+                tried=tried,
+                errors=errors,
+                learned=len(offered),
+            )
+        return BootstrapResponse(ok=False, friend=None, tried=tried, errors=errors)
 
     async def _join_through(self, url: str) -> tuple[Descriptor, list[Descriptor]]:
         async for attempt in _bootstrap_retry(self.settings.bootstrap_attempts):
@@ -616,7 +626,7 @@ class Membership:
             not self.overlay.active
             and self.settings.friends
             and self._clock() - self._last_bootstrap >= self.settings.bootstrap_retry_s
-            and not self._bootstrap_lock.locked()
+            and (self._bootstrapping is None or self._bootstrapping.done())
         ):
             logger.info("no neighbour and no passive peer answers; joining again")
             self._spawn(self._bootstrap_quietly())
@@ -705,6 +715,7 @@ class Membership:
 
     async def close(self) -> None:
         self._save_if_changed()
-        for task in list(self._background):
+        tasks = [*self._background, *([self._bootstrapping] if self._bootstrapping else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

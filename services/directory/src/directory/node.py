@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from directory.auth import PeerAuth
 from directory.forwarding import SearchForwarder
@@ -25,7 +26,14 @@ from directory.urlguard import PeerUrlGuard
 from peerfind.config import PeerSettings
 from peerfind.index import FileEntry, IndexReader
 
-__all__ = ["FORWARD_RATE_FACTOR", "INLINE_SEARCH_BUDGET_S", "Node"]
+__all__ = [
+    "FORWARD_RATE_FACTOR",
+    "INLINE_SEARCH_BUDGET_S",
+    "SEARCH_QUEUE",
+    "SEARCH_THREADS",
+    "Node",
+    "SearchBusy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,16 @@ FORWARD_RATE_FACTOR = 10
 # (a common substring in a very large index) is abandoned and run again on a thread.
 # Most take less than the hop to a worker thread and back (docs/benchmarks.md).
 INLINE_SEARCH_BUDGET_S = 0.001
+# Searches that go to a thread get threads of their own, so that a burst of slow ones (a
+# common two-character substring in a large index) cannot take the default executor's
+# threads that /health, /files and content lookups use; and at most SEARCH_QUEUE of them
+# wait at once, more fail at once (a partial answer, not a queue that outlives deadlines).
+SEARCH_THREADS = 2
+SEARCH_QUEUE = 64
+
+
+class SearchBusy(RuntimeError):
+    """Too many local searches are waiting for a thread."""
 
 
 class Node:
@@ -91,6 +109,8 @@ class Node:
         self.transfer = TransferProbe(settings)
         self.health = HealthReport(settings, self.reader, self.table, self.transfer)
         self._background: asyncio.Task[None] | None = None
+        self._search_pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="search")
+        self._search_slots = asyncio.BoundedSemaphore(SEARCH_QUEUE)
 
     def start_background(self) -> None:
         """Start bootstrap + heartbeat (once the REST server accepts connections)."""
@@ -104,9 +124,14 @@ class Node:
         await self.membership.close()
         await self.http.close()
         await self.transfer.close()
+        self._search_pool.shutdown(wait=False, cancel_futures=True)
 
     async def local_search(self, query: str, limit: int) -> list[FileEntry]:
         found = self.reader.try_search(query, limit, INLINE_SEARCH_BUDGET_S)
         if found is not None:
             return found
-        return await asyncio.to_thread(self.reader.search, query, limit)
+        if self._search_slots.locked():
+            raise SearchBusy(f"{SEARCH_QUEUE} local searches already waiting")
+        async with self._search_slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._search_pool, self.reader.search, query, limit)

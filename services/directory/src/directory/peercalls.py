@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from peerfind.api import (
 
 __all__ = ["MAX_HEALTH_BYTES", "MAX_REGISTER_BYTES", "RestPeerCalls"]
 
+logger = logging.getLogger(__name__)
 _PEER_ID = re.compile(PEER_ID_PATTERN)
 # A /health answer is well under 2 KiB; a /register answer lists an active view at most.
 MAX_HEALTH_BYTES = 64 * 1024
@@ -34,6 +36,11 @@ def _target(url: str, pinned: PinnedUrl | None) -> tuple[str, dict[str, str], st
     return pinned.base, {"Host": pinned.host_header}, sni
 
 
+def _not_a_peer(url: str, cause: str) -> RegistrationError:
+    logger.info("%s/health: %s", url, cause)
+    return RegistrationError("not_a_peer", f"{url} did not answer /health as a peer")
+
+
 class RestPeerCalls:
     def __init__(self, http: PeerHttp, auth: PeerAuth, *, self_url: str, timeout_s: float):
         self.http = http
@@ -42,6 +49,12 @@ class RestPeerCalls:
         self.timeout_s = timeout_s
 
     async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
+        """GET url/health: (peer_id, grpc_address).
+
+        Every failure reads the same to whoever asked us to call (`not_a_peer`): a closed
+        port, a service that is not HTTP, one that is not JSON and one that is not a peer
+        are told apart only in this peer's log, so /register cannot serve as a port scanner.
+        """
         base, headers, sni = _target(url, pinned)
         try:
             answer = await self.http.call(
@@ -52,17 +65,14 @@ class RestPeerCalls:
                 timeout_s=self.timeout_s,
                 max_bytes=MAX_HEALTH_BYTES,
             )
-        except PeerCallError as exc:
-            raise RegistrationError("unreachable", f"cannot reach {url}/health: {exc}") from None
-        if answer.status != 200:
-            raise RegistrationError("unhealthy", f"{url}/health answered HTTP {answer.status}")
-        try:
+            if answer.status != 200:
+                raise PeerCallError(f"answered HTTP {answer.status}")
             body = answer.json()
-        except PeerCallError:
-            raise RegistrationError("not_a_peer", f"{url}/health did not answer JSON") from None
+        except PeerCallError as exc:
+            raise _not_a_peer(url, str(exc)) from None
         peer_id = body.get("peer_id") if isinstance(body, dict) else None
         if not isinstance(peer_id, str) or not _PEER_ID.match(peer_id):
-            raise RegistrationError("not_a_peer", f"{url}/health did not name a valid peer_id")
+            raise _not_a_peer(url, "no valid peer_id")
         grpc_address = body.get("grpc_address", "")
         return peer_id, grpc_address if isinstance(grpc_address, str) else ""
 
