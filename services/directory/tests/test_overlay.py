@@ -121,3 +121,27 @@ async def test_the_passive_view_stays_bounded_and_never_holds_active_peers_or_se
     await node.on_shuffle_reply([peer(n) for n in range(0, 12)])
     assert len(node.passive) == 3
     assert "p0" not in node.passive and "p1" not in node.passive
+
+
+async def test_a_flood_of_joins_never_displaces_friends_the_longest_serving_or_tried_peers() -> (
+    None
+):
+    """Eclipse: 300 sybils join one after another. The friend (`keep`) and the three
+    longest-serving neighbours stay; real neighbours demoted to the passive view after
+    serving a while (tried) are not flushed out by the sybils' hearsay."""
+    link = Link()
+    config = OverlayConfig(active_size=6, passive_size=12, protected=3)
+    node = Overlay(peer(0), link, config, random.Random(1), keep=lambda p: p.peer_id == "p1")
+    for n in range(1, 7):
+        await node.on_join(peer(n))
+    for peer_id in node._since:  # they have served for a while
+        node._since[peer_id] -= 100
+    await node.on_join(peer(7))  # a real newcomer takes one of the two free places
+    demoted = {f"p{n}" for n in range(5, 8)} - set(node.active)
+    assert demoted and demoted <= set(node.passive) and demoted <= node._tried
+    for n in range(100, 400):
+        await node.on_join(peer(n))
+        await node.on_shuffle(peer(n), [peer(n + 1000), peer(n + 2000)], 0, peer(n))
+    assert {"p1", "p2", "p3", "p4"} <= set(node.active)  # the friend and the three oldest
+    assert demoted <= set(node.passive)  # tried entries survived 600 sybil entries
+    assert len(node.active) <= 6 and len(node.passive) <= 12

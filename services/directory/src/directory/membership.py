@@ -346,7 +346,12 @@ class Membership:
         self.me = Descriptor(settings.peer_id, settings.self_url)
         self._link = _RestLink(self)
         self.overlay = Overlay(
-            self.me, self._link, overlay_config(settings), rng or random.Random(), self
+            self.me,
+            self._link,
+            overlay_config(settings),
+            rng or random.Random(),
+            self,
+            keep=lambda peer: table.is_friend_url(peer.url),  # friends keep their place
         )
         self._friend_asked: dict[str, float] = {}
         self._verified: BoundedLru[str, _Verified] = BoundedLru(_VERIFIED_CAPACITY)
@@ -674,7 +679,7 @@ class Membership:
         through them."""
         for peer_id, url, _grpc in self.memory.load():
             if peer_id != self.settings.peer_id and url != self.settings.self_url:
-                self.overlay.passive[peer_id] = Descriptor(peer_id, url)
+                self.overlay.remember(Descriptor(peer_id, url))
         if self.settings.friends:
             await self.bootstrap()
         if not self.overlay.active:

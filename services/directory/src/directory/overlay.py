@@ -9,7 +9,13 @@ and a larger **passive view** (peers it knows of, to replace active ones that fa
                  and the peer `passive_walk` hops from the end keeps it as a passive entry
                  (joins spread through the overlay instead of landing on the contact alone)
     full view    a peer whose active view is full makes room: a random neighbour is moved
-                 to the passive view (DISCONNECT), never refused
+                 to the passive view (DISCONNECT), never refused; but never one of its
+                 `protected` longest-serving neighbours or a `keep` peer (its friends), so
+                 a flood of joins (sybils) churns only the rest of the view
+    tried / new  passive entries that served as neighbours for a ping period or more, or
+                 accepted our request ("tried", as Bitcoin's addrman calls them), are never
+                 evicted for hearsay ("new": learned from joins and shuffles), and repair
+                 tries them first
     failure      an active neighbour that fails (a ping, or a search that timed out on it)
                  is dropped to nothing and replaced from the passive view: NEIGHBOR with
                  high priority when the active view is empty (cannot be refused), low
@@ -70,6 +76,7 @@ class OverlayConfig:
     shuffle_walk: int = 6
     shuffle_interval_s: float = 10.0
     ping_interval_s: float = 5.0
+    protected: int = 3  # longest-serving neighbours a newcomer never displaces
 
 
 class OverlayLink(Protocol):
@@ -160,8 +167,10 @@ class Overlay:
         config: OverlayConfig | None = None,
         rng: random.Random | None = None,
         events: OverlayEvents = NO_OVERLAY_EVENTS,
+        keep: Callable[[Descriptor], bool] | None = None,
     ) -> None:
         self.me = me
+        self.keep = keep or (lambda peer: False)
         self.link = link
         self.config = config or OverlayConfig()
         self.rng = rng or random.Random()
@@ -174,22 +183,56 @@ class Overlay:
         self._sent_in_shuffle: list[str] = []  # what our last shuffle gave away
         self._left: dict[str, float] = {}  # peer id -> when it last disconnected us
         self._since: dict[str, float] = {}  # active peer id -> when it became one
+        self._tried: set[str] = set()  # passive ids that were verified neighbours
 
     # -- views ------------------------------------------------------------------------
 
     def neighbours(self) -> list[Descriptor]:
         return list(self.active.values())
 
-    def _add_passive(self, peer: Descriptor, *, avoid: Sequence[str] = ()) -> None:
+    def _add_passive(
+        self, peer: Descriptor, *, avoid: Sequence[str] = (), tried: bool = False
+    ) -> None:
+        """Keep `peer` as a passive entry. Hearsay (`tried` false) never evicts a tried
+        entry and never changes a tried entry's address."""
         if peer.peer_id == self.me.peer_id or peer.peer_id in self.active:
             return
         if peer.peer_id in self.passive:
-            self.passive[peer.peer_id] = peer  # a newer address wins
+            if tried or peer.peer_id not in self._tried:
+                self.passive[peer.peer_id] = peer  # a newer address wins
+            if tried:
+                self._tried.add(peer.peer_id)
             return
         if len(self.passive) >= self.config.passive_size:
-            victims = [p for p in self.passive if p in avoid] or list(self.passive)
-            del self.passive[self.rng.choice(victims)]
+            pool = [p for p in self.passive if p not in self._tried]
+            if not pool and not tried:
+                return  # all tried: hearsay does not displace them
+            pool = pool or list(self.passive)
+            victim = self.rng.choice([p for p in pool if p in avoid] or pool)
+            del self.passive[victim]
+            self._tried.discard(victim)
         self.passive[peer.peer_id] = peer
+        if tried:
+            self._tried.add(peer.peer_id)
+
+    def remember(self, peer: Descriptor) -> None:
+        """A peer known from elsewhere (this peer's memory of a previous run): hearsay."""
+        self._add_passive(peer)
+
+    def _forget(self, peer_id: str) -> None:
+        self.passive.pop(peer_id, None)
+        self._tried.discard(peer_id)
+
+    def _victim(self) -> str:
+        """The neighbour a newcomer displaces: a random one, but not a `keep` peer nor one
+        of the `protected` longest-serving (unless nothing else is left)."""
+        ids = list(self.active)
+        movable = [i for i in ids if not self.keep(self.active[i])]
+        protected = min(self.config.protected, len(movable) - 1)
+        if protected > 0:
+            oldest = sorted(movable, key=lambda i: self._since.get(i, 0.0))[:protected]
+            movable = [i for i in movable if i not in oldest]
+        return self.rng.choice(movable or ids)
 
     async def _add_active(self, peer: Descriptor) -> None:
         """Take `peer` as a neighbour, making room by demoting a random one if full.
@@ -199,18 +242,20 @@ class Overlay:
         """
         if peer.peer_id == self.me.peer_id or peer.peer_id in self.active:
             return
-        dropped = []
+        now = asyncio.get_running_loop().time()
+        dropped = []  # (peer, served a ping period or more: a tried entry)
         while len(self.active) >= self.config.active_size:
-            dropped.append(self.active.pop(self.rng.choice(list(self.active))))
-            self._since.pop(dropped[-1].peer_id, None)
-        self.passive.pop(peer.peer_id, None)
+            old = self.active.pop(self._victim())
+            served = now - self._since.pop(old.peer_id, now) >= self.config.ping_interval_s
+            dropped.append((old, served))
+        self._forget(peer.peer_id)
         self.active[peer.peer_id] = peer
-        self._since[peer.peer_id] = asyncio.get_running_loop().time()
-        for old in dropped:
+        self._since[peer.peer_id] = now
+        for old, _ in dropped:
             self.events.deactivated(old)
         self.events.activated(peer)
-        for old in dropped:
-            self._add_passive(old)
+        for old, served in dropped:
+            self._add_passive(old, tried=served)
             await self._send("disconnect", self.link.disconnect(old, self.me))
 
     def _count(self, kind: str) -> None:
@@ -287,7 +332,7 @@ class Overlay:
         """False if `peer` disconnected us after `asked_at` (it is kept as passive)."""
         if self._left.get(peer.peer_id, float("-inf")) < asked_at:
             return True
-        self._add_passive(peer)
+        self._add_passive(peer, tried=True)
         return False
 
     # -- the other messages -------------------------------------------------------------
@@ -312,9 +357,10 @@ class Overlay:
         """Move a neighbour that no longer holds us to the passive view, and repair."""
         gone = self.active.pop(peer_id, None)
         if gone is not None:
-            self._since.pop(peer_id, None)
+            now = asyncio.get_running_loop().time()
+            served = now - self._since.pop(peer_id, now) >= self.config.ping_interval_s
             self.events.deactivated(gone)
-            self._add_passive(gone)
+            self._add_passive(gone, tried=served)
             await self.repair()
 
     async def on_shuffle(
@@ -405,7 +451,7 @@ class Overlay:
         try:
             accepted = await self._request(peer, False)
         except _FAILED:
-            self.passive.pop(peer.peer_id, None)
+            self._forget(peer.peer_id)
             return
         if accepted:
             await self.adopt(peer)
@@ -419,7 +465,7 @@ class Overlay:
         """`peer_id` did not answer (a ping, a forward, a search that timed out on it)."""
         gone = self.active.pop(peer_id, None)
         if gone is None:
-            self.passive.pop(peer_id, None)
+            self._forget(peer_id)
             return
         self._since.pop(peer_id, None)
         self.stats.failures += 1
@@ -447,18 +493,19 @@ class Overlay:
             self._repairing = False
 
     async def _fill(self) -> None:
-        tried: set[str] = set()
+        asked: set[str] = set()
         while len(self.active) < self.config.active_size:
-            candidates = [p for p in self.passive.values() if p.peer_id not in tried]
+            candidates = [p for p in self.passive.values() if p.peer_id not in asked]
             if not candidates:
                 return
-            peer = self.rng.choice(candidates)
-            tried.add(peer.peer_id)
+            known = [p for p in candidates if p.peer_id in self._tried]
+            peer = self.rng.choice(known or candidates)  # tried entries first
+            asked.add(peer.peer_id)
             high = not self.active
             try:
                 accepted = await self._request(peer, high)
             except _FAILED:
-                self.passive.pop(peer.peer_id, None)  # gone: forget it
+                self._forget(peer.peer_id)  # gone: forget it
                 continue
             if accepted:
                 await self._add_active(peer)
