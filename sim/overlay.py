@@ -54,6 +54,9 @@ class OverlayNet:
     async def settle(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            # Drop the finished ones here: their done callbacks may not have run yet, and
+            # a gather of finished tasks need not yield to the loop (3.13's does not).
+            self._tasks.difference_update([t for t in self._tasks if t.done()])
 
     def graph(self) -> nx.Graph[int]:
         graph: nx.Graph[int] = nx.Graph()

@@ -717,6 +717,9 @@ class Membership:
         """Wait until the messages and joins spawned so far have been handled."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+            # Drop the finished ones here: their done callbacks may not have run yet, and
+            # a gather of finished tasks need not yield to the loop (3.13's does not).
+            self._background.difference_update([t for t in self._background if t.done()])
 
     async def close(self) -> None:
         self._save_if_changed()
