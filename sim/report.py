@@ -54,6 +54,7 @@ def _runs_table(runs: list[dict[str, Any]]) -> str:
                     f"{r['churn']:g}",
                     r["fanout"],
                     r["ttl"],
+                    f"{r['reach_mean']:,.0f}",
                     _pct(r["success_rate"]),
                     _pct(r["recall"]),
                     f"{r['messages_per_query']:.1f}",
