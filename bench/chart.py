@@ -40,7 +40,8 @@ def _curve(ax: Any, result: Result | None, raw: Result | None, title: str) -> No
 
 
 def _margins(ax: Any, results: list[Result]) -> None:
-    ax.set_title("margin against each aim (>= 1: met)", fontsize=10)
+    ax.set_title("margin against each aim (>= 1: met; context figures are not drawn)", fontsize=10)
+    results = [r for r in results if r.met is not None]
     names = [r.name for r in results][::-1]
     margins = [max(min(r.margin, 1000.0), 1e-3) for r in results][::-1]
     colors = ["tab:green" if r.met else "tab:red" for r in results][::-1]

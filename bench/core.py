@@ -54,7 +54,8 @@ class Result:
     `ratio` is value / baseline_value (None without a baseline). `aim` is the issue's
     aim as text; `margin` is how far past it the figure is (>= 1 means met, whichever
     way is better). `context` holds absolute figures and curves for the docs and
-    the chart. Build one with `Result.relative` or `Result.absolute`.
+    the chart. Build one with `Result.relative`, `Result.absolute` or
+    `Result.context_only` (a ratio reported with no aim: `met` is None, read "-").
     """
 
     name: str
@@ -63,7 +64,7 @@ class Result:
     baseline: str
     baseline_value: float | None
     aim: str
-    met: bool
+    met: bool | None
     ratio: float | None
     margin: float
     context: dict[str, Any] = field(default_factory=dict)
@@ -80,10 +81,15 @@ class Result:
         at_least: float | None = None,
         at_most: float | None = None,
         aim: str = "",
+        ratio: float | None = None,
         context: dict[str, Any] | None = None,
     ) -> Result:
-        """An aim on the ratio: `at_least` (higher is better) or `at_most` (lower is)."""
-        ratio = value / baseline_value if baseline_value else math.inf
+        """An aim on the ratio: `at_least` (higher is better) or `at_most` (lower is).
+
+        The ratio is value / baseline_value unless `ratio` is given (the median of
+        per-pair ratios, say, which value and baseline_value cannot express)."""
+        if ratio is None:
+            ratio = value / baseline_value if baseline_value else math.inf
         if at_least is not None:
             margin = ratio / at_least
             aim = aim or f">= {at_least:g}x"
@@ -134,6 +140,41 @@ class Result:
             context or {},
         )
 
+    @classmethod
+    def context_only(
+        cls,
+        name: str,
+        value: float,
+        unit: str,
+        baseline: str,
+        baseline_value: float,
+        *,
+        why: str,
+        ratio: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Result:
+        """A ratio that is reported, not judged: no aim the code could miss for its own
+        reason (`why` says what sets the figure instead). `ratio` as in `relative`."""
+        if ratio is None:
+            ratio = value / baseline_value if baseline_value else math.inf
+        return cls(
+            name,
+            value,
+            unit,
+            baseline,
+            baseline_value,
+            f"none ({why})",
+            None,
+            ratio,
+            math.nan,
+            context or {},
+        )
+
+    @property
+    def missed(self) -> bool:
+        """An aim that was not met (a context figure never is)."""
+        return self.met is False
+
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -143,7 +184,7 @@ class Result:
             "baseline_value": _round(self.baseline_value),
             "ratio": _round(self.ratio, 3),
             "aim": self.aim,
-            "met": bool(self.met),
+            "met": None if self.met is None else bool(self.met),
             "margin": _round(self.margin, 3),
             "context": _rounded(self.context),
         }

@@ -7,9 +7,11 @@ client of a peer and the client of a baseline run with the same process
 settings. Commands (every answer has `seconds` and `bytes`, or `error`):
 
     {"op": "download", "client": "peerfind"|"bare", "address": "h:p", "name": "big.bin",
-     "size": N, "chunk_size": C, "streams": 1}
+     "size": N, "chunk_size": C, "streams": 1,
+     "method": "DummyDownload"|"Download", "sha256": "<hex, pins Download's version>"}
     {"op": "upload", "client": "peerfind"|"bare", "address": "h:p", "size": N, "chunk_size": C}
     {"op": "raw_download"|"raw_upload", "host": "h", "port": P, "size": N}
+    {"op": "hash", "root": "/dir", "names": ["a.bin", ...]}   # also answers `digests`
 
 `client: "peerfind"` is the product's own `peerfind.client.TransferClient` (what
 `peerfind download` / `upload` run); `bare` is the least a grpc.aio client can
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 import sys
@@ -42,20 +45,27 @@ _OPTIONS = [
 ]
 
 
-async def _bare_download(address: str, name: str, size: int, chunk_size: int) -> int:
+async def _bare_download(
+    address: str, name: str, size: int, chunk_size: int, method: str = "DummyDownload", **pin: Any
+) -> int:
     # A local subchannel pool: a connection of its own, as a separate client would have
     # (channels with the same target and options otherwise share one connection).
     options = [*_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
     async with grpc.aio.insecure_channel(address, options=options) as channel:
         stub = transfer_pb2_grpc.FileTransferStub(channel)
-        request = transfer_pb2.FileRequest(name=name, chunk_size=chunk_size, length=size)
+        request = transfer_pb2.FileRequest(name=name, chunk_size=chunk_size, length=size, **pin)
+        call = stub.Download if method == "Download" else stub.DummyDownload
         received = 0
-        async for chunk in stub.DummyDownload(request):
+        async for chunk in call(request):
             received += len(chunk.data)
         return received
 
 
-async def _peerfind_download(address: str, name: str, size: int, chunk_size: int) -> int:
+async def _peerfind_download(
+    address: str, name: str, size: int, chunk_size: int, method: str = "DummyDownload", **pin: Any
+) -> int:
+    if method != "DummyDownload":
+        raise ValueError("the peerfind client's download() is DummyDownload")
     async with TransferClient(address) as client:
         result = await client.download(name, chunk_size=chunk_size, length=size)
     return result.bytes
@@ -64,10 +74,19 @@ async def _peerfind_download(address: str, name: str, size: int, chunk_size: int
 async def download(args: dict[str, Any]) -> dict[str, Any]:
     fetch = _peerfind_download if args["client"] == "peerfind" else _bare_download
     streams = int(args.get("streams", 1))
+    method = str(args.get("method", "DummyDownload"))
+    pin = {"sha256": args["sha256"]} if args.get("sha256") else {}
     started = time.perf_counter()
     counts = await asyncio.gather(
         *(
-            fetch(args["address"], args.get("name", "x"), args["size"], args["chunk_size"])
+            fetch(
+                args["address"],
+                args.get("name", "x"),
+                args["size"],
+                args["chunk_size"],
+                method,
+                **pin,
+            )
             for _ in range(streams)
         )
     )
@@ -147,6 +166,28 @@ def raw_upload(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "bytes": got}
 
 
+def hash_files(args: dict[str, Any]) -> dict[str, Any]:
+    """The indexer's hasher (`indexer.hasher.Hasher`, no read budget) over `names`."""
+    from indexer.hasher import Hasher
+    from peerfind.index import FileEntry
+
+    root = args["root"]
+    entries = []
+    for name in args["names"]:
+        st = os.stat(os.path.join(root, name))
+        entries.append(FileEntry(name, name, st.st_size, st.st_mtime, st.st_ino))
+    hasher = Hasher(root, 0.0)
+    started = time.perf_counter()
+    digests = {}
+    for entry in entries:
+        done = hasher.hash_entry(entry)
+        if done is None:
+            raise RuntimeError(f"the hasher refused {entry.path}")
+        digests[entry.path] = done.sha256
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": sum(e.size for e in entries), "digests": digests}
+
+
 def main() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -155,6 +196,7 @@ def main() -> None:
         "upload": lambda a: loop.run_until_complete(upload(a)),
         "raw_download": raw_download,
         "raw_upload": raw_upload,
+        "hash": hash_files,
         "ping": lambda a: {"seconds": 0.0, "bytes": 0},
     }
     try:

@@ -148,9 +148,11 @@ def test_volumes_config_read_only_shared_folder_read_only_state_per_peer(
                 "target": "/var/lib/peerfind",
                 "volume": {},
             }
-        shared = mounts(services[f"{peer}-indexer"])["/srv/peerfind/shared"]
-        assert shared["read_only"] is True
-        assert Path(shared["source"]) == REPO_ROOT / "deploy" / "samples" / peer
+        for kind in ("indexer", "transfer"):  # the hasher and Download read it
+            shared = mounts(services[f"{peer}-{kind}"])["/srv/peerfind/shared"]
+            assert shared["read_only"] is True
+            assert Path(shared["source"]) == REPO_ROOT / "deploy" / "samples" / peer
+        assert "/srv/peerfind/shared" not in mounts(services[f"{peer}-directory"])
 
 
 @pytest.mark.parametrize("peer", PEERS)

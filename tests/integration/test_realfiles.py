@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from helpers import NetworkFactory
+from helpers import NetworkFactory, add_metrics_ports, build_specs
+from prometheus_client.parser import text_string_to_metric_families
 
 from peerfind_devnet import Devnet, wait_for
 
@@ -119,6 +120,116 @@ def test_get_resumes_after_the_cli_is_killed(make_network: NetworkFactory, tmp_p
     assert summary["resumed_bytes"] >= done_before * 8 * MiB
     assert summary["bytes_fetched"] + summary["resumed_bytes"] == len(data)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+
+
+def start_get(net: Devnet, name: str, out: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "get", name, "-o", str(out), "--peer", net["peer1"].spec.url, "--json", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_first_piece(out: Path) -> None:
+    state = out.with_name(out.name + ".part.json")
+
+    def some_pieces_done() -> bool:
+        try:
+            return bool(json.loads(state.read_text())["done"])
+        except (OSError, ValueError):
+            return False
+
+    wait_for(some_pieces_done, 60, step_s=0.01, what="a first piece recorded")
+
+
+def finish(cli: subprocess.Popen[str]) -> Any:
+    try:
+        stdout, stderr = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(30)
+    assert cli.returncode == 0, stderr
+    return json.loads(stdout)
+
+
+def refusals(net: Devnet, peer_id: str) -> float:
+    """Download requests `peer_id` refused or ended because of the file itself."""
+    spec = net[peer_id].spec
+    url = f"http://{spec.host}:{spec.extra['transfer_metrics_port']}/metrics"
+    text = httpx.get(url, timeout=5, trust_env=False).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "peerfind_transfer_refusals_total"
+    )
+
+
+def test_get_survives_an_owner_killed_mid_transfer(
+    make_network: NetworkFactory, tmp_path: Path
+) -> None:
+    net = make_network()
+    net.start()
+    data = os.urandom(120 * MiB + 77)
+    digest = share_everywhere(net, "killed.bin", data)
+    out = tmp_path / "killed.bin"
+    cli = start_get(net, "killed.bin", out, "--sources", "3")
+    try:
+        wait_first_piece(out)
+        # Hold the other two owners' streams, so that pieces are still to come when
+        # peer2's transfer dies with one of its own in flight (or about to start).
+        for peer in ("peer1", "peer3"):
+            net[peer].signal("transfer", signal.SIGSTOP)
+        net["peer2"].kill(["transfer"])
+    finally:
+        for peer in ("peer1", "peer3"):
+            net[peer].signal("transfer", signal.SIGCONT)
+    summary = finish(cli)
+    assert summary["failed_owners"] == ["peer2"]
+    assert set(summary["owners"]) == {"peer1", "peer2", "peer3"}
+    assert summary["sha256"] == digest
+    assert out.read_bytes() == data
+    assert not out.with_name("killed.bin.part").exists()
+
+
+def test_get_detects_a_file_replaced_mid_download(
+    tmp_path: Path, make_network: NetworkFactory
+) -> None:
+    root = tmp_path / "net"
+    net = make_network(add_metrics_ports(build_specs(root, count=2)))
+    net.start()
+    data = os.urandom(160 * MiB + 5)
+    digest = share_everywhere(net, "moving.bin", data)
+    out = tmp_path / "moving.bin"
+    shared = net["peer2"].spec.shared_dir
+    newer = shared.parent / "moving.bin.new"  # the next version, outside the share
+    newer.write_bytes(os.urandom(len(data)))
+    refused_before = refusals(net, "peer2")
+    cli = start_get(net, "moving.bin", out, "--sources", "2")
+    try:
+        wait_first_piece(out)
+        for peer in ("peer1", "peer2"):  # nothing moves while the file is replaced
+            net[peer].signal("transfer", signal.SIGSTOP)
+        # peer2's copy is replaced by rename, as an editor or a sync tool saves. The
+        # old inode loses its name (its ctime moves): a stream in flight ends ABORTED
+        # at its next chunk; a range asked for after it is FAILED_PRECONDITION (not
+        # the indexed file, or not the pinned sha256).
+        os.replace(newer, shared / "moving.bin")
+        net["peer2"].signal("transfer", signal.SIGCONT)  # peer2 alone takes pieces now
+        wait_for(
+            lambda: refusals(net, "peer2") > refused_before,
+            60,
+            what="peer2 to refuse the replaced file",
+        )
+    finally:
+        for peer in ("peer1", "peer2"):
+            net[peer].signal("transfer", signal.SIGCONT)
+    summary = finish(cli)
+    assert summary["failed_owners"] == ["peer2"]
+    assert summary["sha256"] == digest
+    assert out.read_bytes() == data  # every byte from the version asked for
 
 
 def test_http_content_with_range_for_curl_and_a_browser(

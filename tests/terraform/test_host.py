@@ -104,11 +104,15 @@ def test_host_compose_ports_and_mounts() -> None:
         assert m["/var/lib/peerfind"] == ("volume", "state", False)
         assert service["environment"]["PEER_CONFIG"] == "/etc/peerfind/peer.json"
         assert service["environment"]["PEERFIND_GRPC_ADVERTISE"] == ADVERTISE
-    assert mounts(services["indexer"])["/srv/peerfind/shared"] == (
-        "bind",
-        "/srv/peerfind/shared",
-        True,
-    )
+    # The indexer hashes the shared files and the transfer service serves them
+    # (Download): both see the folder, read-only; the directory never does (its
+    # content route reads through the transfer service).
+    for name in ("indexer", "transfer"):
+        assert mounts(services[name])["/srv/peerfind/shared"] == (
+            "bind",
+            "/srv/peerfind/shared",
+            True,
+        ), name
     assert "/srv/peerfind/shared" not in mounts(services["directory"])
     prometheus = mounts(services["prometheus"])
     assert prometheus["/etc/prometheus/prometheus.yml"] == (
