@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 from helpers import build_specs, get
 
-from peerfind_devnet import Devnet, free_port, wait_for
+from peerfind_devnet import Devnet, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -64,22 +65,35 @@ def sybil_swarm(count: int) -> Iterator[list[str]]:
     app.add_routes(
         [web.get("/health", health), web.post("/overlay", overlay), web.get("/search", search)]
     )
-    ports = [free_port(SYBIL_HOST) for _ in range(count)]
+    # Sockets bound here, each to a port the system picks: distinct by construction.
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((SYBIL_HOST, 0))
+        sock.listen(128)
+        sockets.append(sock)
+    ports = [sock.getsockname()[1] for sock in sockets]
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     ready = threading.Event()
+    failed: list[BaseException] = []
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        for port in ports:
-            loop.run_until_complete(web.TCPSite(runner, SYBIL_HOST, port).start())
+        try:
+            loop.run_until_complete(runner.setup())
+            for sock in sockets:
+                loop.run_until_complete(web.SockSite(runner, sock).start())
+        except BaseException as exc:  # reported by the waiting test, not lost in a thread
+            failed.append(exc)
+            ready.set()
+            return
         ready.set()
         loop.run_forever()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    assert ready.wait(30), "the sybil swarm did not start"
+    assert ready.wait(30) and not failed, f"the sybil swarm did not start: {failed}"
     try:
         yield [f"http://{SYBIL_HOST}:{port}" for port in ports]
     finally:

@@ -94,6 +94,16 @@ def slow_peer3_specs(
 # -- kill -9 mid-search ---------------------------------------------------------
 
 
+def entry_searches(url: str) -> float:
+    """Searches `url` has received from clients (its metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("peerfind_directory_searches_received_total") and 'role="entry"' in line
+    )
+
+
 def test_kill_mid_search_every_search_answers_partial_within_its_deadline(
     make_network: NetworkFactory, tmp_path: Path
 ) -> None:
@@ -119,6 +129,14 @@ def test_kill_mid_search_every_search_answers_partial_within_its_deadline(
             # the other searches wait for a slot: in flight all the same.
             held = 2 * min(len(entries), MAX_CONNECTIONS_PER_PEER)
             wait_for(lambda: proxy.held >= held, 5, what="the searches to be in flight")
+            # And every search has reached its entry peer, which chose its neighbours
+            # (peer3 among them) at once: a search that came later would not go to
+            # peer3 at all, since the first failed forward has peer3 dropped within ms.
+            wait_for(
+                lambda: sum(entry_searches(u) for u in set(entries)) == len(entries),
+                10,
+                what="every search to reach its entry peer",
+            )
             assert not any(f.done() for f in futures)
             killed_at = time.monotonic()
             net["peer3"].kill()
