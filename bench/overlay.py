@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench.core import PERF_ENV, Context, Result, free_port
-from peerfind_devnet import Devnet, standard_specs
+from bench.core import PERF_ENV, Context, Result
+from peerfind_devnet import Devnet, loopback_specs
 
 __all__ = ["run"]
 
@@ -44,15 +44,7 @@ def _network(root: Path, count: int) -> Devnet:
         share.mkdir(parents=True, exist_ok=True)
         (share / f"hello{k}.txt").write_text(f"hello from peer{k}\n")
         shares.append(share)
-    specs = standard_specs(
-        root,
-        count=count,
-        hosts=hosts,
-        rest_ports=[free_port(h) for h in hosts],
-        grpc_ports=[free_port(h) for h in hosts],
-        shared_dirs=shares,
-        extra={"log_format": "text", "log_level": "WARNING"},
-    )
+    specs = loopback_specs(root, hosts, shares, {"log_format": "text", "log_level": "WARNING"})
     return Devnet(root, specs, env=PERF_ENV)
 
 

@@ -62,7 +62,7 @@ from bench.core import (
     wait_for,
     wait_tcp,
 )
-from peerfind_devnet import Devnet, PeerProcesses, standard_specs
+from peerfind_devnet import Devnet, PeerProcesses, loopback_specs
 
 __all__ = ["run"]
 
@@ -300,14 +300,11 @@ def rig(ctx: Context, plan: Plan) -> Iterator[Rig]:
     _write(shares[0] / REAL_NAME, plan.real_bytes, block)
     out_dir = root / "out"
     out_dir.mkdir(exist_ok=True)
-    specs = standard_specs(
+    specs = loopback_specs(
         root,
-        count=3,
-        hosts=PEER_HOSTS,
-        rest_ports=[free_port(h) for h in PEER_HOSTS],
-        grpc_ports=[free_port(h) for h in PEER_HOSTS],
-        shared_dirs=shares,
-        extra={"log_format": "text", "log_level": "WARNING", "hash_rate_mib_s": 0},
+        PEER_HOSTS,
+        shares,
+        {"log_format": "text", "log_level": "WARNING", "hash_rate_mib_s": 0},
     )
     net = Devnet(root, specs)
     with Helpers(root / "logs") as helpers, net.running():

@@ -30,7 +30,7 @@ import httpx
 
 from bench.core import Context, Helpers, Result, free_port, percentile, wait_tcp
 from bench.httpload import LoadStats, closed_loop, sequential
-from peerfind_devnet import Devnet, standard_specs
+from peerfind_devnet import Devnet, loopback_specs
 
 __all__ = ["QUERY", "make_shared", "run"]
 
@@ -137,15 +137,7 @@ def _reference(ctx: Context, root: Path, ours: Devnet) -> Iterator[tuple[str, in
 def run(ctx: Context) -> list[Result]:
     root = ctx.scratch("search")
     shared = [make_shared(root, i) for i in (1, 2, 3)]
-    specs = standard_specs(
-        root,
-        count=3,
-        hosts=PEER_HOSTS,
-        rest_ports=[free_port(h) for h in PEER_HOSTS],
-        grpc_ports=[free_port(h) for h in PEER_HOSTS],
-        shared_dirs=shared,
-        extra=PEER_SETTINGS,
-    )
+    specs = loopback_specs(root, PEER_HOSTS, shared, PEER_SETTINGS)
     net = Devnet(root, specs)
     sequential_n, duration, rounds = (100, 2.0, 1) if ctx.quick else (400, 5.0, 3)
     ours_target = f"/search?query={QUERY}&fanout=2&ttl=1"

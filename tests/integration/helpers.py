@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from peerfind_devnet import REPO_ROOT, Devnet, PeerSpec, free_port, standard_specs, wait_for
+from peerfind_devnet import REPO_ROOT, Devnet, PeerSpec, free_port, loopback_specs, wait_for
 
 # Fast clocks so pruning and staleness happen within a test's deadline.
 FAST = {
@@ -56,15 +56,7 @@ def build_specs(
     root: Path, count: int = 3, hosts: list[str] | None = None, **extra: Any
 ) -> list[PeerSpec]:
     hosts = hosts or HOSTS[:count]
-    return standard_specs(
-        root,
-        count=count,
-        hosts=hosts,
-        rest_ports=[free_port(h) for h in hosts],
-        grpc_ports=[free_port(h) for h in hosts],
-        shared_dirs=make_shared(root, count),
-        extra={**FAST, **extra},
-    )
+    return loopback_specs(root, hosts, make_shared(root, count), {**FAST, **extra})
 
 
 def get(url: str, **params: Any) -> Any:

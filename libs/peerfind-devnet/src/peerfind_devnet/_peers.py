@@ -35,6 +35,7 @@ __all__ = [
     "PeerProcesses",
     "PeerSpec",
     "local_specs",
+    "loopback_specs",
     "make_local_shares",
     "peer_count",
     "standard_specs",
@@ -320,6 +321,22 @@ def standard_specs(
             )
         )
     return specs
+
+
+def loopback_specs(
+    root: Path, hosts: list[str], shared_dirs: list[Path], extra: dict[str, Any] | None = None
+) -> list[PeerSpec]:
+    """The standard wiring, one peer per host, each on ports free right now (the
+    harness's peers: tests and benchmarks)."""
+    return standard_specs(
+        root,
+        count=len(hosts),
+        hosts=hosts,
+        rest_ports=[free_port(h) for h in hosts],
+        grpc_ports=[free_port(h) for h in hosts],
+        shared_dirs=shared_dirs,
+        extra=extra,
+    )
 
 
 def local_shares(root: Path, count: int) -> list[Path]:
