@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import build_specs, get
 
-from peerfind_devnet import Devnet
+from peerfind_devnet import Devnet, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 COUNT = 12
@@ -37,15 +37,20 @@ def test_the_standard_wiring_chains_friends_back_to_peer1(many: Devnet) -> None:
 def test_active_views_are_bounded_symmetric_and_the_passive_views_know_more(
     many: Devnet,
 ) -> None:
-    views = {}
-    for peer_id in PEERS:
-        body = get(f"{many[peer_id].spec.url}/peers")
-        views[peer_id] = {p["peer_id"] for p in body["peers"]}
-        assert 1 <= len(views[peer_id]) <= body["active_size"] == 6
-        assert len(body["passive"]) <= body["passive_size"]
-        assert not views[peer_id] & {p["peer_id"] for p in body["passive"]}
-    for peer_id, view in views.items():
-        assert all(peer_id in views[other] for other in view)
+    def snapshot() -> dict[str, set[str]] | None:
+        """Every view, read peer by peer; None while a link formed between two reads
+        (the overlay is live: top-ups go on while views have room)."""
+        views = {}
+        for peer_id in PEERS:
+            body = get(f"{many[peer_id].spec.url}/peers")
+            views[peer_id] = {p["peer_id"] for p in body["peers"]}
+            assert 1 <= len(views[peer_id]) <= body["active_size"] == 6
+            assert len(body["passive"]) <= body["passive_size"]
+            assert not views[peer_id] & {p["peer_id"] for p in body["passive"]}
+        symmetric = all(p in views[o] for p, view in views.items() for o in view)
+        return views if symmetric else None
+
+    views = wait_for(snapshot, 30, step_s=0.5, what="a symmetric snapshot of the views")
     assert sum(len(v) for v in views.values()) < COUNT * (COUNT - 1)  # not a mesh
 
 
