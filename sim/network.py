@@ -32,7 +32,14 @@ from directory.overlay import Descriptor
 from directory.peers import Peer, PeerTable
 from directory.search import SearchParams, SearchPolicy, SearchRouter, SeenQueries
 from directory.urlguard import PinnedUrl
-from peerfind.api import OverlayAnswer, OverlayMessage, RegisterResponse, SearchResponse
+from peerfind.api import (
+    OverlayAnswer,
+    OverlayMessage,
+    RegisterResponse,
+    SearchMode,
+    SearchRequest,
+    SearchResponse,
+)
 from peerfind.config import PeerSettings
 from peerfind.index import FileEntry
 
@@ -326,15 +333,31 @@ class SimNetwork:
     # -- queries ---------------------------------------------------------------
 
     async def search(
-        self, entry: SimPeer, query: str, *, fanout: int, ttl: int, timeout_ms: int = 2000
+        self,
+        entry: SimPeer,
+        query: str,
+        *,
+        fanout: int,
+        ttl: int,
+        timeout_ms: int = 2000,
+        mode: SearchMode = "flood",
+        wanted: int | None = None,
+        budget: int | None = None,
     ) -> tuple[SearchResponse, QueryTally, float]:
         """One query entering at `entry`: its answer, its tally, its virtual duration."""
-        from peerfind.api import SearchRequest
-
         self.tally = QueryTally()
         self._entry, self._wanted, self._start_ttl = entry.peer_id, query, ttl
+        request = SearchRequest(
+            query=query,
+            fanout=fanout,
+            ttl=ttl,
+            timeout_ms=timeout_ms,
+            mode=mode,
+            max_results=wanted,
+            budget=budget,
+        )
         params = self.policy.params(
-            SearchRequest(query=query, fanout=fanout, ttl=ttl, timeout_ms=timeout_ms),
+            request,
             new_id=lambda: f"q{self.rng.getrandbits(64):016x}",
         )
         loop = asyncio.get_running_loop()

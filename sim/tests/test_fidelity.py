@@ -69,7 +69,7 @@ def _real_answers(net: Devnet) -> dict[tuple[str, int], set[str]]:
         for ttl in TTLS:
             body = httpx.get(
                 f"{peer.spec.url}/search",
-                params={"query": ".txt", "fanout": FANOUT, "ttl": ttl},
+                params={"query": ".txt", "fanout": FANOUT, "ttl": ttl, "mode": "flood"},
                 timeout=10,
                 trust_env=False,
             ).json()

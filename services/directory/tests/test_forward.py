@@ -115,7 +115,7 @@ async def test_forward_sends_the_query_from_our_address_with_the_token(
     assert [h.name for h in answer.hits] == ["hello.txt"]
     head = fake_peer.requests[0].decode()
     assert head.startswith("GET /search?query=hello&fanout=2&ttl=1&timeout_ms=2000&qid=")
-    assert "&sender=p1 HTTP/1.1" in head
+    assert "&sender=p1&mode=flood&" in head
     assert "x-peerfind-token: s3cret" in head.lower()
     assert fake_peer.sources == ["127.0.0.1"]  # settings.host, not whatever the OS picks
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_BUDGET_PARAM",
     "MAX_FANOUT_PARAM",
     "MAX_OVERLAY_ENTRIES",
     "MAX_OVERLAY_WALK",
@@ -22,6 +23,10 @@ __all__ = [
     "OVERLAY_KINDS",
     "PEER_ID_PATTERN",
     "QUERY_ID_PATTERN",
+    "SEARCH_MODES",
+    "SKIP_REASONS",
+    "VISITED_BITS",
+    "BloomDoc",
     "BootstrapResponse",
     "Disconnect",
     "ErrorResponse",
@@ -43,10 +48,15 @@ __all__ = [
     "RegisterRequest",
     "RegisterResponse",
     "SearchHit",
+    "SearchMode",
     "SearchRequest",
     "SearchResponse",
     "Shuffle",
     "ShuffleReply",
+    "SkipReason",
+    "Skipped",
+    "SummaryDoc",
+    "TraceNode",
     "TransferHealth",
     "validate_http_url",
 ]
@@ -58,6 +68,14 @@ MAX_TIMEOUT_MS = 60000
 PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """What a peer id looks like, everywhere one is read (health answers, search senders)."""
 QUERY_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+MAX_BUDGET_PARAM = 100000
+VISITED_BITS = 1024
+"""Size of the visited-peers filter a search carries (`visited`, base64url, no padding)."""
+_VISITED_PATTERN = r"^[A-Za-z0-9_-]{171}$"
+SEARCH_MODES = ("auto", "flood", "walk", "dynamic")
+SearchMode = Literal["auto", "flood", "walk", "dynamic"]
+SKIP_REASONS = ("summary_miss", "visited", "budget", "down", "not_chosen")
+SkipReason = Literal["summary_miss", "visited", "budget", "down", "not_chosen"]
 # A query has no control characters (Cc) and at least one character that is not white
 # space; lone surrogates (Cs) are refused by pydantic's str itself. (Rust's and
 # Python's \s agree outside Cc.)
@@ -340,6 +358,42 @@ class SearchRequest(BaseModel):
         str | None,
         Field(pattern=PEER_ID_PATTERN, description="Peer id of the forwarding peer."),
     ] = None
+    mode: Annotated[
+        SearchMode | None,
+        Field(
+            description="How the query travels: `flood` (every hop to `fanout` neighbours), "
+            "`walk` (`fanout` random walkers of up to `ttl` hops, steered by summaries, sent "
+            "in waves while results are short), `dynamic` (a summary-guided probe, then one "
+            "neighbour at a time with a growing TTL), `auto` (the peer's choice, see "
+            "docs/scale.md)."
+        ),
+    ] = None
+    max_results: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=100000,
+            description="Stop once this many hits are in (walk, dynamic); also caps the hits "
+            "returned.",
+        ),
+    ] = None
+    budget: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=MAX_BUDGET_PARAM,
+            description="Messages (requests plus answers) the query may cost below this peer "
+            "(clamped by the peer).",
+        ),
+    ] = None
+    visited: Annotated[
+        str | None,
+        Field(
+            pattern=_VISITED_PATTERN,
+            description="Peers the query has been to (a Bloom filter; set by forwarding peers).",
+        ),
+    ] = None
+    explain: Annotated[bool | None, Field(description="Answer with the hop tree (`trace`).")] = None
 
     @property
     def is_forwarded(self) -> bool:
@@ -376,3 +430,48 @@ class SearchResponse(_Model):
         "local index only and did not forward the query again.",
     )
     took_ms: float
+    mode: SearchMode = Field("flood", description="The mode the query ran in.")
+    messages: int = Field(
+        0, description="Messages (requests plus answers) the query cost below this peer."
+    )
+    visited: str | None = Field(
+        None, description="Peers the query went to below this peer (the `visited` filter)."
+    )
+    trace: TraceNode | None = Field(None, description="The hop tree, with `explain=true`.")
+
+
+class Skipped(_Model):
+    peer_id: str
+    reason: SkipReason
+
+
+class TraceNode(_Model):
+    """One peer in the hop tree of an explained search."""
+
+    peer_id: str
+    ttl: int = Field(description="Hops the query had left on arrival.")
+    hits: int = Field(description="Local hits of this peer.")
+    duplicate: bool = False
+    error: str | None = Field(None, description="Why the forward to this peer failed.")
+    children: list[TraceNode] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(
+        default_factory=list, description="Neighbours not asked, and why."
+    )
+
+
+class BloomDoc(_Model):
+    bits: int = Field(ge=8, le=1 << 24, description="m, a power of two.")
+    hashes: int = Field(ge=1, le=16, description="k, probes per trigram.")
+    data: str = Field(
+        max_length=(1 << 24) // 6 + 4, description="The m bits, little-endian, base64."
+    )
+
+
+class SummaryDoc(_Model):
+    """`GET /summary`: a Bloom filter of the trigrams of this peer's file names (`own`),
+    and the union of it with its neighbours' (`merged`)."""
+
+    peer_id: str
+    version: str = Field(description="Changes with either filter; also the ETag.")
+    own: BloomDoc
+    merged: BloomDoc

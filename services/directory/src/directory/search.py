@@ -16,33 +16,54 @@ virtual time.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 from directory.lru import BoundedLru
 from directory.peers import Peer, PeerTable
-from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchRequest, SearchResponse
+from directory.summary import QueryMatch, SummaryBook
+from peerfind.api import (
+    VISITED_BITS,
+    FailedPeer,
+    FileInfo,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    Skipped,
+    SkipReason,
+    TraceNode,
+)
 from peerfind.errors import short_error
 from peerfind.index import FileEntry
 
 __all__ = [
+    "AUTO_MODE",
+    "DEFAULT_BUDGET",
+    "DEFAULT_MAX_BUDGET",
+    "DEFAULT_WANTED",
+    "FORWARD_COST",
     "FORWARD_MARGIN_S",
     "FORWARD_SHARE",
     "MIN_FORWARD_BUDGET_S",
     "NO_EVENTS",
+    "WALK_HOP_MARGIN_S",
     "Forwarder",
     "LocalSearch",
+    "Mode",
     "SearchEvents",
     "SearchParams",
     "SearchPolicy",
     "SearchRouter",
     "SeenQueries",
+    "Visited",
     "describe",
     "new_query_id",
 ]
@@ -54,9 +75,68 @@ logger = logging.getLogger(__name__)
 FORWARD_MARGIN_S = 0.05
 FORWARD_SHARE = 0.8
 MIN_FORWARD_BUDGET_S = 0.05
+# A walker's next hop gets the deadline left minus this: time for its answer to come back.
+WALK_HOP_MARGIN_S = 0.1
+FORWARD_COST = 2  # messages: the request and its answer
+DEFAULT_BUDGET = 256  # messages a walk or a dynamic query may cost, unless asked otherwise
+DEFAULT_MAX_BUDGET = 4096  # the clamp for every mode (the largest flood of docs/scale.md fits)
+DEFAULT_WANTED = 3  # hits after which a walk or a dynamic query stops, unless asked otherwise
+Mode = Literal["flood", "walk", "dynamic"]
+AUTO_MODE: Mode = "walk"
+"""What `mode=auto` runs: the simulator's best at 10,000 peers (docs/scale.md)."""
+_ENTRY_MODES: dict[str, Mode] = {"flood": "flood", "walk": "walk", "dynamic": "dynamic"}
 
 _Info = TypeVar("_Info", bound=FileInfo)
 LocalSearch = Callable[[str, int], Coroutine[Any, Any, list[FileEntry]]]
+
+
+class Visited:
+    """The peers a query has been to: a 1024-bit Bloom filter that travels with it.
+
+    A false positive makes a peer look visited when it was not (a flood skips it, a walk
+    prefers another); it never sends a query where it has already been twice.
+    """
+
+    __slots__ = ("bits",)
+    HASHES = 3
+
+    def __init__(self, bits: int = 0) -> None:
+        self.bits = bits
+
+    @classmethod
+    def decode(cls, value: str | None) -> Visited:
+        if not value:
+            return cls()
+        raw = base64.urlsafe_b64decode(value + "=")
+        return cls(int.from_bytes(raw, "little"))
+
+    def encode(self) -> str:
+        raw = self.bits.to_bytes(VISITED_BITS // 8, "little")
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @staticmethod
+    def _positions(peer_id: str) -> list[int]:
+        h = int.from_bytes(hashlib.blake2b(peer_id.encode(), digest_size=8).digest(), "little")
+        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+        return [(h1 + i * h2) % VISITED_BITS for i in range(Visited.HASHES)]
+
+    def add(self, peer_id: str) -> None:
+        for p in self._positions(peer_id):
+            self.bits |= 1 << p
+
+    def __contains__(self, peer_id: object) -> bool:
+        return isinstance(peer_id, str) and all(
+            self.bits >> p & 1 for p in self._positions(peer_id)
+        )
+
+    def with_(self, peer_ids: Iterable[str]) -> Visited:
+        out = Visited(self.bits)
+        for peer_id in peer_ids:
+            out.add(peer_id)
+        return out
+
+    def merge(self, other: Visited) -> None:
+        self.bits |= other.bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +151,13 @@ class SearchParams:
     sender: str | None = None
     forwarded: bool = False
     """Came from a peer (not a client): decides the metrics' role."""
+    mode: Mode = "flood"
+    wanted: int = 1000
+    """Hits after which a walk or a dynamic query stops (and the cap on hits returned)."""
+    budget: int = DEFAULT_MAX_BUDGET
+    """Messages the query may still cost below this peer (requests plus answers)."""
+    visited: Visited = field(default_factory=Visited)
+    explain: bool = False
 
     def to_request(self) -> SearchRequest:
         """The request a neighbour receives when these parameters are forwarded to it."""
@@ -81,6 +168,11 @@ class SearchParams:
             timeout_ms=max(int(self.timeout_s * 1000), 1),
             qid=self.query_id,
             sender=self.sender,
+            mode=self.mode,
+            max_results=self.wanted,
+            budget=self.budget,
+            visited=self.visited.encode() if self.visited.bits else None,
+            explain=self.explain or None,
         )
 
 
@@ -93,22 +185,55 @@ class SearchPolicy:
     default_ttl: int
     max_ttl: int
     default_timeout_ms: int
+    walk_ttl: int = 10
+    max_walk_ttl: int = 16
+    default_budget: int = DEFAULT_BUDGET
+    max_budget: int = DEFAULT_MAX_BUDGET
+    default_wanted: int = DEFAULT_WANTED
+    max_results: int = 1000
 
     def params(
         self, request: SearchRequest, new_id: Callable[[], str] | None = None
     ) -> SearchParams:
-        """`request` with this peer's defaults filled in and its clamps applied."""
+        """`request` with this peer's defaults filled in and its clamps applied.
+
+        A forwarded request runs as one step of a flood or a walk, whatever mode it names:
+        only an entry peer runs waves or a dynamic query, so a forged sender or query id
+        buys no more than the budget it carries, clamped here.
+        """
+        forwarded = request.is_forwarded
+        mode: Mode
+        if forwarded:
+            mode = "walk" if request.mode == "walk" else "flood"
+        else:
+            mode = _ENTRY_MODES.get(request.mode or "auto", AUTO_MODE)
         fanout = self.default_fanout if request.fanout is None else request.fanout
-        ttl = self.default_ttl if request.ttl is None else request.ttl
+        if mode == "flood":
+            ttl = min(self.default_ttl if request.ttl is None else request.ttl, self.max_ttl)
+            budget = self.max_budget if request.budget is None else request.budget
+        else:
+            ttl = min(self.walk_ttl if request.ttl is None else request.ttl, self.max_walk_ttl)
+            budget = self.default_budget if request.budget is None else request.budget
+        if forwarded and request.budget is None:
+            budget = self.max_budget  # an older peer: the flood it always sent
+        if mode == "flood" or forwarded:
+            wanted = self.max_results if request.max_results is None else request.max_results
+        else:
+            wanted = self.default_wanted if request.max_results is None else request.max_results
         timeout_ms = self.default_timeout_ms if request.timeout_ms is None else request.timeout_ms
         return SearchParams(
             query=request.query,
             fanout=min(fanout, self.max_fanout),
-            ttl=min(ttl, self.max_ttl),
+            ttl=ttl,
             timeout_s=timeout_ms / 1000,
             query_id=request.qid or (new_id or new_query_id)(),
             sender=request.sender,
-            forwarded=request.is_forwarded,
+            forwarded=forwarded,
+            mode=mode,
+            wanted=min(wanted, self.max_results),
+            budget=min(budget, self.max_budget),
+            visited=Visited.decode(request.visited),
+            explain=bool(request.explain),
         )
 
 
@@ -205,8 +330,62 @@ class SeenQueries:
         return True
 
 
+class _Gathered:
+    """Everything one peer's answer is made of, merged as the forwards come back."""
+
+    def __init__(self, visited: Visited, explain: bool) -> None:
+        self.hits: dict[tuple[str, str], SearchHit] = {}
+        self.answered: dict[str, None] = {}  # an ordered set: merging stays linear
+        self.failed: dict[str, FailedPeer] = {}
+        self.truncated = False
+        self.messages = 0
+        self.visited = visited
+        self.explain = explain
+        self.children: list[TraceNode] = []
+        self.skipped: list[Skipped] = []
+
+    def skip(self, peers: Iterable[Peer], reason: SkipReason) -> None:
+        if self.explain:
+            self.skipped.extend(Skipped(peer_id=p.peer_id, reason=reason) for p in peers)
+
+    def take(self, answer: SearchResponse) -> None:
+        self.messages += 2 + answer.messages  # the request, the answer, and what it cost
+        self.truncated = self.truncated or answer.truncated
+        self.answered.update(dict.fromkeys(answer.peers_answered))
+        for fp in answer.peers_failed:
+            self.failed.setdefault(fp.peer_id, fp)
+        hits = self.hits
+        for hit in answer.hits:
+            hits.setdefault((hit.peer_id, hit.path), hit)
+        if answer.visited:
+            self.visited.merge(Visited.decode(answer.visited))
+        if self.explain and answer.trace is not None:
+            self.children.append(answer.trace)
+
+    def lose(self, peer: Peer, child: SearchParams, error: str) -> None:
+        self.messages += 1  # the request went; no answer came back
+        self.failed[peer.peer_id] = FailedPeer(peer_id=peer.peer_id, url=peer.url, error=error)
+        if self.explain:
+            self.children.append(
+                TraceNode(peer_id=peer.peer_id, ttl=child.ttl, hits=0, error=error)
+            )
+
+
 class SearchRouter:
-    """Answers one search: local hits plus the hits of up to `fanout` neighbours."""
+    """Answers one search: local hits plus what the mode's forwards bring back.
+
+    flood    every hop forwards to up to `fanout` neighbours until the TTL runs out
+    walk     `fanout` walkers, each one neighbour at a time for up to `ttl` hops, stopping
+             at its first hit; while hits are short of `wanted`, the entry sends the next
+             wave (twice as many), which avoids the peers the earlier ones visited
+    dynamic  a probe that goes only where summaries match, then one neighbour at a time
+             flooded to `ttl` hops until `wanted` hits are in
+
+    In every mode summaries prune the last two hops (a neighbour whose filter rules the
+    query out is not asked), walkers head for neighbours whose summaries match, a query
+    carries the peers it has been to (`Visited`) and never goes there again by choice,
+    and every forward spends two messages of the query's budget.
+    """
 
     def __init__(
         self,
@@ -221,6 +400,7 @@ class SearchRouter:
         seen: SeenQueries | None = None,
         events: SearchEvents = NO_EVENTS,
         rng: random.Random | None = None,
+        summaries: SummaryBook | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.rest_url = rest_url
@@ -232,6 +412,11 @@ class SearchRouter:
         self.seen = seen or SeenQueries()
         self.events = events
         self.rng = rng  # None: the table's own
+        self.summaries = summaries
+
+    @property
+    def _rng(self) -> random.Random:
+        return self.rng or self.table._rng
 
     async def _forward_within(
         self, peer: Peer, params: SearchParams, budget_s: float
@@ -241,6 +426,183 @@ class SearchRouter:
         async with asyncio.timeout(budget_s):
             return await self.forward(peer, params)
 
+    # -- choosing where a query goes --------------------------------------------
+
+    def _candidates(self, params: SearchParams, got: _Gathered) -> tuple[list[Peer], list[Peer]]:
+        """Neighbours the query may go to: (not visited, visited), the sender left out."""
+        fresh: list[Peer] = []
+        seen: list[Peer] = []
+        down: list[Peer] = []
+        visited = params.visited
+        for peer in self.table.peers():
+            if peer.peer_id == params.sender:
+                continue
+            if peer.state == "down":
+                down.append(peer)
+            elif peer.peer_id in visited:
+                seen.append(peer)
+            else:
+                fresh.append(peer)
+        got.skip(down, "down")
+        return fresh, seen
+
+    def _pick(self, peers: list[Peer], n: int) -> list[Peer]:
+        """n of `peers` at random, alive ones first."""
+        pool = list(peers)
+        self._rng.shuffle(pool)
+        pool.sort(key=lambda p: p.state != "alive")
+        return pool[:n]
+
+    def _afford(
+        self, params: SearchParams, targets: list[Peer], got: _Gathered
+    ) -> tuple[list[Peer], int]:
+        """The targets the budget pays for, and the budget each of them gets."""
+        n = min(len(targets), params.budget // FORWARD_COST)
+        got.skip(targets[n:], "budget")
+        if n == 0:
+            return [], 0
+        return targets[:n], (params.budget - FORWARD_COST * n) // n
+
+    def _flood_step(
+        self, params: SearchParams, match: QueryMatch, got: _Gathered
+    ) -> list[tuple[Peer, SearchParams]]:
+        if params.ttl <= 0:
+            return []
+        fresh, seen = self._candidates(params, got)
+        got.skip(seen, "visited")
+        left = params.ttl - 1  # the hops the neighbour will still have
+        if left <= 1:  # the summaries see that far: ask only where they may match
+            check = match.holds if left == 0 else match.near
+            kept = [p for p in fresh if check(p.peer_id) != "miss"]
+            if len(kept) < len(fresh):
+                got.skip([p for p in fresh if p not in kept], "summary_miss")
+            fresh = kept
+        chosen = self._pick(fresh, params.fanout)
+        got.skip([p for p in fresh if p not in chosen], "not_chosen")
+        chosen, budget = self._afford(params, chosen, got)
+        return self._children(params, chosen, left, budget, "flood")
+
+    def _walk_step(
+        self, params: SearchParams, match: QueryMatch, got: _Gathered, walkers: int
+    ) -> list[tuple[Peer, SearchParams]]:
+        """Where `walkers` walkers go from here: to neighbours that hold a match if any (and
+        stop there), else towards ones that have a match nearby, else at random."""
+        if params.ttl <= 0:
+            return []
+        fresh, seen = self._candidates(params, got)
+        holders = [p for p in fresh if match.holds(p.peer_id) == "match"]
+        if holders:
+            chosen, left = holders, 0
+        else:
+            near = [p for p in fresh if match.near(p.peer_id) == "match"]
+            rest = [p for p in fresh if p not in near]
+            chosen = self._pick(near, walkers)
+            chosen += self._pick(rest, walkers - len(chosen))
+            if len(chosen) < walkers:  # nowhere new: pass through where we have been
+                chosen += self._pick(seen, walkers - len(chosen))
+            left = params.ttl - 1
+        got.skip([p for p in fresh + seen if p not in chosen], "not_chosen")
+        chosen, budget = self._afford(params, chosen, got)
+        return self._children(params, chosen, left, budget, "walk")
+
+    def _children(
+        self, params: SearchParams, targets: list[Peer], ttl: int, budget: int, mode: Mode
+    ) -> list[tuple[Peer, SearchParams]]:
+        if not targets:
+            return []
+        # Every target goes into every child's filter: siblings do not ask each other.
+        visited = params.visited.with_([self.peer_id, *(p.peer_id for p in targets)])
+        child = SearchParams(
+            query=params.query,
+            fanout=params.fanout,
+            ttl=ttl,
+            timeout_s=params.timeout_s,  # set per send, from the deadline left
+            query_id=params.query_id,
+            sender=self.peer_id,
+            forwarded=True,
+            mode=mode,
+            wanted=params.wanted,
+            budget=budget,
+            visited=visited,
+            explain=params.explain,
+        )
+        return [(peer, child) for peer in targets]
+
+    # -- sending ------------------------------------------------------------------
+
+    async def _send(
+        self,
+        sends: list[tuple[Peer, SearchParams]],
+        deadline: float,
+        got: _Gathered,
+        *,
+        started: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """Forward to every (peer, params) at once and merge what comes back by `deadline`."""
+        clock = asyncio.get_running_loop().time
+        remaining = deadline - clock()
+        tasks: dict[asyncio.Task[SearchResponse], tuple[Peer, SearchParams]] = {}
+        for peer, child in sends:
+            if child.mode == "walk":  # a walk is long and thin: keep one margin per hop
+                budget_s = remaining - WALK_HOP_MARGIN_S
+            else:
+                budget_s = remaining * FORWARD_SHARE - FORWARD_MARGIN_S
+            if budget_s < MIN_FORWARD_BUDGET_S:
+                got.skip([peer], "budget")
+                continue
+            timed = replace(child, timeout_s=budget_s)
+            task = asyncio.create_task(self._forward_within(peer, timed, budget_s))
+            tasks[task] = (peer, timed)
+        if tasks:
+            self.events.forwarded(len(tasks))
+            got.visited.merge(next(iter(tasks.values()))[1].visited)
+        if started is not None:
+            if tasks:
+                # Let the forwards go out first, so that the neighbours are already at
+                # work while the local index answers.
+                await asyncio.sleep(0)
+            await started()
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=max(deadline - clock(), 0.001))
+        for task in pending:
+            task.cancel()
+        for task, (peer, child) in tasks.items():
+            error: BaseException | None = (
+                task.exception() if task in done and not task.cancelled() else TimeoutError()
+            )
+            if error is not None:
+                self.table.mark_failed(peer.peer_id)
+                got.lose(peer, child, short_error(error))
+                self.events.forward_failed()
+                continue
+            self.table.mark_alive(peer.peer_id)
+            got.take(task.result())
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _local(self, params: SearchParams, deadline: float, got: _Gathered) -> int:
+        """Our own hits into `got`; how many."""
+        clock = asyncio.get_running_loop().time
+        try:
+            async with asyncio.timeout(max(deadline - clock(), 0.001)):
+                local = await self.local_search(params.query, self.max_results + 1)
+        except Exception as exc:  # the local index failing is a partial answer too
+            logger.warning("local search failed: %s", short_error(exc))
+            got.failed[self.peer_id] = FailedPeer(
+                peer_id=self.peer_id, url=self.rest_url, error=short_error(exc)
+            )
+            return 0
+        got.truncated = len(local) > self.max_results
+        for entry in local[: self.max_results]:
+            got.hits[(self.peer_id, entry.path)] = describe(
+                entry, self.peer_id, self.rest_url, self.grpc_address, SearchHit
+            )
+        got.answered[self.peer_id] = None
+        return min(len(local), self.max_results)
+
+    # -- one search -----------------------------------------------------------------
+
     async def search(self, params: SearchParams) -> SearchResponse:
         # One clock for the whole search: the loop's, which asyncio.timeout also uses.
         clock = asyncio.get_running_loop().time
@@ -249,103 +611,115 @@ class SearchRouter:
         events = self.events
         events.received(role)
         # A query seen before (it came by another route too) is answered from the
-        # local index only and never forwarded again: no loops, and the asker still
+        # local index only and never flooded again: no loops, and the asker still
         # gets our hits when the route that brought the first copy is slow or dead.
-        # Askers merge hits by (peer, path), so nothing is counted twice.
+        # Askers merge hits by (peer, path), so nothing is counted twice. A walker that
+        # comes back through us goes on (its route is its own) without a second lookup.
         duplicate = not self.seen.first_time(params.query_id)
         if duplicate:
             events.duplicate()
         deadline = started + params.timeout_s
-        targets = self.table.choose(
-            params.fanout if params.ttl > 0 and not duplicate else 0,
-            exclude=[params.sender] if params.sender else (),
-            rng=self.rng,
-        )
-        budget = params.timeout_s * FORWARD_SHARE - FORWARD_MARGIN_S
-        if budget < MIN_FORWARD_BUDGET_S:
-            targets = []
-        child = SearchParams(
-            query=params.query,
-            fanout=params.fanout,
-            ttl=params.ttl - 1,
-            timeout_s=budget,
-            query_id=params.query_id,
-            sender=self.peer_id,
-            forwarded=True,
-        )
-        forwards = {
-            asyncio.create_task(self._forward_within(peer, child, budget)): peer for peer in targets
-        }
-        if forwards:
-            events.forwarded(len(forwards))
+        got = _Gathered(params.visited.with_([self.peer_id]), params.explain)
+        match = QueryMatch(self.summaries, params.query)
+        local_hits = 0
 
-        hits: dict[tuple[str, str], SearchHit] = {}
-        answered: dict[str, None] = {}  # an ordered set: merging stays linear in a big flood
-        failed: dict[str, FailedPeer] = {}
-        truncated = False
-        if forwards:
-            # Let the forwards go out first, so that the neighbours are already at
-            # work while the local index answers.
-            await asyncio.sleep(0)
-        try:
-            async with asyncio.timeout(max(deadline - clock(), 0.001)):
-                local = await self.local_search(params.query, self.max_results + 1)
-            truncated = len(local) > self.max_results
-            for entry in local[: self.max_results]:
-                hits[(self.peer_id, entry.path)] = describe(
-                    entry, self.peer_id, self.rest_url, self.grpc_address, SearchHit
-                )
-            answered[self.peer_id] = None
-        except Exception as exc:  # the local index failing is a partial answer too
-            logger.warning("local search failed: %s", short_error(exc))
-            failed[self.peer_id] = FailedPeer(
-                peer_id=self.peer_id, url=self.rest_url, error=short_error(exc)
-            )
+        async def local() -> None:
+            nonlocal local_hits
+            local_hits = await self._local(params, deadline, got)
 
-        if forwards:
-            done, pending = await asyncio.wait(forwards, timeout=max(deadline - clock(), 0.001))
-            for task in pending:
-                task.cancel()
-            for task in forwards:
-                peer = forwards[task]
-                error: BaseException | None = (
-                    task.exception() if task in done and not task.cancelled() else TimeoutError()
-                )
-                if error is not None:
-                    self.table.mark_failed(peer.peer_id)
-                    failed[peer.peer_id] = FailedPeer(
-                        peer_id=peer.peer_id, url=peer.url, error=short_error(error)
-                    )
-                    events.forward_failed()
-                    continue
-                self.table.mark_alive(peer.peer_id)
-                answer: SearchResponse = task.result()
-                truncated = truncated or answer.truncated
-                answered.update(dict.fromkeys(answer.peers_answered))
-                for fp in answer.peers_failed:
-                    failed.setdefault(fp.peer_id, fp)
-                for hit in answer.hits:
-                    hits.setdefault((hit.peer_id, hit.path), hit)
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        if params.mode == "flood":
+            sends = [] if duplicate else self._flood_step(params, match, got)
+            await self._send(sends, deadline, got, started=local)
+        elif params.forwarded:  # one step of a walk
+            if not duplicate:
+                await local()
+            if not local_hits:
+                await self._send(self._walk_step(params, match, got, 1), deadline, got)
+        else:
+            await local()
+            if params.mode == "walk":
+                await self._waves(params, match, got, deadline)
+            else:
+                await self._dynamic(params, match, got, deadline)
 
-        for peer_id in answered:  # answered through another route after all
-            failed.pop(peer_id, None)
-        merged = list(hits.values())
-        if len(merged) > self.max_results:
-            merged, truncated = merged[: self.max_results], True
+        for peer_id in got.answered:  # answered through another route after all
+            got.failed.pop(peer_id, None)
+        merged = list(got.hits.values())
+        truncated = got.truncated
+        cap = min(self.max_results, params.wanted) if params.mode != "flood" else self.max_results
+        if len(merged) > cap:
+            merged, truncated = merged[:cap], True
         took = clock() - started
+        failed = got.failed
         outcome = "partial" if failed else "complete"
         events.answered(role, outcome, seconds=took, hits=len(merged), failed=len(failed))
+        trace = None
+        if params.explain:
+            trace = TraceNode(
+                peer_id=self.peer_id,
+                ttl=params.ttl,
+                hits=local_hits,
+                duplicate=duplicate,
+                children=got.children,
+                skipped=got.skipped,
+            )
         return SearchResponse(
             query=params.query,
             query_id=params.query_id,
             peer_id=self.peer_id,
             hits=merged,
-            peers_answered=list(answered),
+            peers_answered=list(got.answered),
             peers_failed=list(failed.values()),
             partial=bool(failed),
             truncated=truncated,
             duplicate=duplicate,
             took_ms=took * 1000,
+            mode=params.mode,
+            messages=got.messages,
+            visited=got.visited.encode() if params.mode != "flood" else None,
+            trace=trace,
         )
+
+    def _spent(self, params: SearchParams, got: _Gathered) -> SearchParams:
+        return replace(params, budget=max(params.budget - got.messages, 0), visited=got.visited)
+
+    async def _waves(
+        self, params: SearchParams, match: QueryMatch, got: _Gathered, deadline: float
+    ) -> None:
+        """Walkers in waves: each wave checks back (its walkers' answers) before the next."""
+        clock = asyncio.get_running_loop().time
+        walkers = max(params.fanout, 1)
+        while len(got.hits) < params.wanted and deadline - clock() > MIN_FORWARD_BUDGET_S:
+            now = self._spent(params, got)
+            if now.budget < FORWARD_COST:
+                break
+            sends = self._walk_step(now, match, got, walkers)
+            if not sends:
+                break
+            before = got.messages
+            await self._send(sends, deadline, got)
+            if got.messages == before:
+                break
+            walkers *= 2
+
+    async def _dynamic(
+        self, params: SearchParams, match: QueryMatch, got: _Gathered, deadline: float
+    ) -> None:
+        """Gnutella's dynamic query on summaries: a probe where they match, then one
+        neighbour at a time, flooded to `ttl` hops, until `wanted` hits are in."""
+        clock = asyncio.get_running_loop().time
+        if len(got.hits) >= params.wanted:
+            return
+        probe = replace(params, ttl=min(params.ttl, 2), mode="flood")
+        await self._send(self._flood_step(probe, match, got), deadline, got)
+        order = self._pick(self._candidates(params, _Gathered(Visited(), False))[0], 64)
+        for peer in order:
+            if len(got.hits) >= params.wanted or deadline - clock() <= MIN_FORWARD_BUDGET_S:
+                break
+            now = replace(self._spent(params, got), mode="flood", fanout=params.fanout)
+            if now.budget < FORWARD_COST:
+                break
+            sends = self._children(now, [peer], params.ttl - 1, now.budget - FORWARD_COST, "flood")
+            # The neighbour itself may have been probed: send anyway, its subtree is new.
+            sends = [(p, replace(c, visited=got.visited.with_([self.peer_id]))) for p, c in sends]
+            await self._send(sends, deadline, got)
