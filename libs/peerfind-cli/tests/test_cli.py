@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 import peerfind_cli
 from peerfind import __version__
-from peerfind.api import FailedPeer, FileInfo, SearchHit
+from peerfind.api import FailedPeer, FileInfo, SearchHit, SearchResponse, Skipped, TraceNode
 from peerfind.config import DEFAULT_CHUNK_SIZE
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 from peerfind_cli import _commands, _output, app, main, parse_size
@@ -285,7 +285,7 @@ def test_search_table_and_partial_line(directory: Any, hit: HitFactory) -> None:
     assert result.exit_code == 0
     row = next(line for line in result.stdout.splitlines() if "hello3.txt" in line)
     assert all(word in row for word in ("6 bytes", "peer3", "127.0.0.1:50053"))
-    assert "1 hit(s) from 2 peer(s)" in result.stdout
+    assert "1 hit from 2 peers in 3 ms, mode flood, 0 messages" in result.stdout
     assert "partial: peer4 (timed out)" in result.stdout
     assert directory.state.requests[-1][2] == {"query": "hello", "fanout": "2"}
 
@@ -666,3 +666,137 @@ def test_error_details_from_a_peer_are_escaped(directory: Any) -> None:
     assert result.exit_code == 1
     assert "\x1b" not in result.stderr
     assert_one_error_line(result.stderr, "peerfind: index gone\\x1b]0;pwned\\x07")
+
+
+# --------------------------------------------------------------------------- modes and --explain
+
+
+def explained(trace: TraceNode | None, hits: list[SearchHit]) -> str:
+    """A walk's answer as a peer would send it, with `trace`."""
+    return SearchResponse(
+        query="hello",
+        query_id="q-1",
+        peer_id="peer1",
+        hits=hits,
+        peers_answered=["peer1", "peer4", "peer7"],
+        peers_failed=[FailedPeer(peer_id="peer2", url="http://x:1", error="timed out")],
+        partial=True,
+        truncated=False,
+        took_ms=12.0,
+        mode="walk",
+        messages=42,
+        trace=trace,
+    ).model_dump_json()
+
+
+HOSTILE_ID = f"evil{TITLE}"
+TRACE = TraceNode(
+    peer_id="peer1",
+    ttl=10,
+    hits=0,
+    children=[
+        TraceNode(
+            peer_id="peer4", ttl=9, hits=0, children=[TraceNode(peer_id="peer7", ttl=8, hits=1)]
+        ),
+        TraceNode(peer_id="peer2", ttl=9, hits=0, error="timed out"),
+        TraceNode(peer_id=HOSTILE_ID, ttl=9, hits=2, duplicate=True, error=None),
+        TraceNode(peer_id="peer6", ttl=9, hits=0, error=f"refused{CLEAR}\nby peer"),
+    ],
+    skipped=[
+        Skipped(peer_id="peer3", reason="summary_miss"),
+        Skipped(peer_id="peer5", reason="visited"),
+        Skipped(peer_id=f"x{CLEAR}", reason="budget"),
+    ],
+)
+TREE = """\
+peer1 (ttl 10, 0 hits)
+├── peer4 (ttl 9, 0 hits)
+│   └── peer7 (ttl 8, 1 hit)
+├── peer2 failed: timed out
+├── evil\\x1b]0;pwned\\x07 (ttl 9, 2 hits, duplicate)
+├── peer6 failed: refused\\x1b[2J by peer
+└── skipped: peer3 (summary_miss), peer5 (visited), x\\x1b[2J (budget)
+"""
+
+
+def test_search_sends_mode_max_results_budget_and_explain(directory: Any) -> None:
+    options = ["--mode", "walk", "--max-results", "3", "--budget", "200", "--explain"]
+    result = invoke("search", "hello", "--peer", directory.url, *options)
+    assert result.exit_code == 0, result.output
+    assert directory.state.requests[-1][2] == {
+        "query": "hello",
+        "mode": "walk",
+        "max_results": "3",
+        "budget": "200",
+        "explain": "true",
+    }
+    result = invoke("search", "hello", "--peer", directory.url, "--mode", "dynamic")
+    assert result.exit_code == 0, result.output
+    assert directory.state.requests[-1][2] == {"query": "hello", "mode": "dynamic"}  # no explain
+
+
+def test_search_summary_names_the_mode_and_the_messages(directory: Any, hit: HitFactory) -> None:
+    hits = [hit("hello7.txt", "peer7", "127.0.0.1:50057"), hit("hello4.txt", "peer4", "x:1")]
+    directory.state.override["/search"] = (200, explained(None, hits))
+    result = invoke("search", "hello", "--peer", directory.url, "--mode", "walk")
+    assert result.exit_code == 0, result.output
+    assert "2 hits from 3 peers in 12 ms, mode walk, 42 messages\n" in result.stdout
+    assert "partial: peer2 (timed out)" in result.stdout
+    assert "peer1 (ttl" not in result.stdout  # no tree without --explain
+
+
+def test_explain_draws_the_trace_after_the_hits(directory: Any, hit: HitFactory) -> None:
+    directory.state.override["/search"] = (
+        200,
+        explained(TRACE, [hit("hello7.txt", "peer7", "127.0.0.1:50057")]),
+    )
+    result = invoke("search", "hello", "--peer", directory.url, "--mode", "walk", "--explain")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("\n" + TREE), result.stdout
+    assert result.stdout.index("hello7.txt") < result.stdout.index("peer1 (ttl 10")
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+
+
+def test_explain_of_a_peer_that_sends_no_trace(directory: Any) -> None:
+    directory.state.override["/search"] = (200, explained(None, []))
+    result = invoke("search", "hello", "--peer", directory.url, "--explain")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("no trace: peer1 did not explain (an older peer?)\n")
+
+
+def test_json_carries_the_trace_as_it_is(directory: Any) -> None:
+    directory.state.override["/search"] = (200, explained(TRACE, []))
+    result = invoke("search", "hello", "--peer", directory.url, "--explain", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["mode"], data["messages"]) == ("walk", 42)
+    assert TraceNode.model_validate(data["trace"]) == TRACE
+    assert data["trace"]["children"][2]["peer_id"] == HOSTILE_ID  # data for programs, unescaped
+    assert data["trace"]["skipped"][0] == {"peer_id": "peer3", "reason": "summary_miss"}
+
+
+@pytest.mark.parametrize(
+    ("options", "start"),
+    [
+        (["--mode", "bogus"], "peerfind: Invalid value for '--mode'"),
+        (["--mode", ""], "peerfind: Invalid value for '--mode'"),
+        (["--budget", "-1"], "peerfind: invalid search: budget: "),
+        (["--budget", "100001"], "peerfind: invalid search: budget: "),
+        (["--budget", "many"], "peerfind: Invalid value for '--budget'"),
+        (["--max-results", "0"], "peerfind: invalid search: max_results: "),
+        (["--max-results", "-3"], "peerfind: invalid search: max_results: "),
+    ],
+)
+def test_bad_search_values_are_one_line(
+    capsys: pytest.CaptureFixture[str], dead_port: int, options: list[str], start: str
+) -> None:
+    url = f"http://127.0.0.1:{dead_port}"  # refused before any call: no peer is asked
+    code, out, err = run_main(capsys, "search", "hello", "--peer", url, *options)
+    assert code == 2
+    assert_one_error_line(err, start)
+    assert out == ""
+    code, out, err = run_main(capsys, "search", "hello", "--peer", url, *options, "--json")
+    assert code == 2
+    assert json.loads(out)["exit_code"] == 2
+    assert_one_error_line(err, start)

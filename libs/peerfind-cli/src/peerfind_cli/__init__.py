@@ -2,6 +2,7 @@
 
     peerfind health                        # the peer at $PEERFIND_PEER (or :8001)
     peerfind search hello --fanout 3       # a table; --json for scripts
+    peerfind search hello --mode walk --explain  # and the route the query took
     peerfind download hello3.txt           # locate via any peer, stream from the owner
     peerfind upload --to 127.0.0.1:50051 --size 10MiB
 

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.filesize import decimal as human_size
 from rich.table import Table
 
 from peerfind import __version__
-from peerfind.api import SearchHit, SearchRequest
+from peerfind.api import SearchHit, SearchMode
 from peerfind.client import (
     DEFAULT_SOURCES,
     DEFAULT_STALL_TIMEOUT_S,
@@ -28,22 +27,25 @@ from peerfind.client import (
     fetch_file,
     locate,
     pick_version,
+    search_request,
     upload_to,
 )
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from peerfind.errors import ClientError, InvalidNameError, describe_errors
+from peerfind.errors import ClientError, InvalidNameError
 from peerfind.index import validate_file_name
 from peerfind.tls import TlsFiles
 from peerfind_cli._output import (
     cell,
     error_line,
     fail,
+    plural,
     print_json,
     progress,
     run,
     safe,
     size_option,
     stdout_console,
+    trace_tree,
     when,
 )
 from peerfind_cli._settings import (
@@ -261,18 +263,43 @@ def search(
     peer: PeerOption = DEFAULT_PEER,
     fanout: FanoutOption = None,
     timeout_ms: TimeoutOption = None,
+    mode: Annotated[
+        SearchMode | None,
+        typer.Option(
+            "--mode",
+            help="How the query travels: flood (every hop to --fanout neighbours), walk "
+            "(random walkers steered by summaries), dynamic (a probe, then one neighbour at "
+            "a time); default auto, the peer's choice.",
+        ),
+    ] = None,
+    max_results: Annotated[
+        int | None,
+        typer.Option("--max-results", metavar="N", help="Stop once N hits are in (walk, dynamic)."),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", metavar="N", help="Messages the search may cost, at most."),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Draw the route the query took, hop by hop.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Search file names through a peer and the peers it reaches."""
     try:  # the one model of a search request: what the peer would refuse, refused here
-        SearchRequest(query=query, fanout=fanout, timeout_ms=timeout_ms)
-    except ValidationError as exc:
-        fail(f"invalid search: {describe_errors(exc.errors())}", EXIT_USAGE, as_json=as_json)
+        request = search_request(
+            query,
+            fanout,
+            timeout_ms,
+            mode=mode,
+            max_results=max_results,
+            budget=budget,
+            explain=explain,
+        )
+    except ClientError as exc:
+        fail(str(exc), EXIT_USAGE, as_json=as_json)
     settings = for_command(ctx, peer, as_json)
-    result = run(
-        _call(settings, lambda c: c.search(query, fanout=fanout, timeout_ms=timeout_ms)),
-        as_json=settings.as_json,
-    )
+    result = run(_call(settings, lambda c: c.send_search(request)), as_json=settings.as_json)
     if settings.as_json:
         print_json(result.model_dump_json(indent=2))
         return
@@ -287,14 +314,22 @@ def search(
         )
     console = stdout_console()
     console.print(table)
-    answered = len(result.peers_answered)
-    line = f"{len(result.hits)} hit(s) from {answered} peer(s) in {result.took_ms:.0f} ms"
+    line = (
+        f"{plural(len(result.hits), 'hit')} from {plural(len(result.peers_answered), 'peer')} "
+        f"in {result.took_ms:.0f} ms, mode {result.mode}, {plural(result.messages, 'message')}"
+    )
     if result.truncated:
         line += " (truncated)"
     console.print(cell(line))
     if result.partial:
         failed = ", ".join(f"{f.peer_id} ({f.error})" for f in result.peers_failed)
         console.print(cell(f"partial: {failed or 'the deadline cut the search'}"))
+    if explain:
+        console.print()
+        if result.trace is None:
+            console.print(cell(f"no trace: {result.peer_id} did not explain (an older peer?)"))
+        else:
+            console.print(trace_tree(result.trace))
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""How `peerfind` answers: one-line errors with exit codes, JSON, tables, progress bars."""
+"""How `peerfind` answers: one-line errors with exit codes, JSON, tables, trees, progress bars."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.text import Text
+from rich.tree import Tree
 
+from peerfind.api import TraceNode
 from peerfind.client import ChunkCallback
 from peerfind.errors import ClientError
 from peerfind_cli._settings import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
@@ -33,12 +35,14 @@ __all__ = [
     "error_line",
     "fail",
     "json_error",
+    "plural",
     "print_json",
     "progress",
     "run",
     "safe",
     "size_option",
     "stdout_console",
+    "trace_tree",
     "when",
 ]
 
@@ -69,6 +73,43 @@ def safe(text: str) -> str:
 def cell(text: str) -> Text:
     """A table cell or line of peer-supplied text: escaped (`safe`), never markup."""
     return Text(safe(text))
+
+
+def plural(count: int, word: str) -> str:
+    """`1 hit`, `0 hits`, `2 peers`."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def trace_tree(trace: TraceNode) -> Tree:
+    """The hop tree of an explained search, every peer-supplied string escaped (`cell`):
+
+        peer1 (ttl 10, 0 hits)
+        ├── peer4 (ttl 9, 0 hits)
+        │   └── peer7 (ttl 8, 1 hit)
+        ├── peer2 failed: timed out
+        └── skipped: peer3 (summary_miss), peer5 (visited)
+
+    Built without recursion: a trace is a peer's answer, as deep as the peer made it.
+    """
+    root = Tree(_trace_label(trace))
+    todo = [(root, trace)]
+    while todo:
+        branch, node = todo.pop()
+        for child in node.children:
+            todo.append((branch.add(_trace_label(child)), child))
+        if node.skipped:
+            skipped = ", ".join(f"{s.peer_id} ({s.reason})" for s in node.skipped)
+            branch.add(cell(f"skipped: {skipped}"))
+    return root
+
+
+def _trace_label(node: TraceNode) -> Text:
+    if node.error is not None:
+        return cell(f"{node.peer_id} failed: {' '.join(node.error.split())}")
+    notes = [f"ttl {node.ttl}", plural(node.hits, "hit")]
+    if node.duplicate:
+        notes.append("duplicate")
+    return cell(f"{node.peer_id} ({', '.join(notes)})")
 
 
 def json_error(message: str, code: int) -> str:

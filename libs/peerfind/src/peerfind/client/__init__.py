@@ -2,6 +2,7 @@
 
     async with PeerClient("http://127.0.0.1:8001") as peer:
         found = await peer.search("hello", fanout=2)
+        walked = await peer.search("hello", mode="walk", max_results=3, explain=True)
     hits = await locate("http://127.0.0.1:8001", "hello3.txt")
     async with TransferClient(hits[0].grpc_address) as transfer:
         result = await transfer.download("hello3.txt", on_chunk=print)
@@ -18,7 +19,7 @@ for a user:
     FileNotLocated    `locate` found no peer holding the name
     ClientError       a bad argument (URL, address, size) caught before any call
 
-Modules: `_rest` (PeerClient), `_transfer` (TransferClient), `_results` (what a
+Modules: `_rest` (PeerClient, search_request), `_transfer` (TransferClient), `_results` (what a
 transfer reports), `_workflows` (locate, pick an owner, one transfer), `_fetch`
 (a real, multi-source, resumable, verified download), `_errors`
 (failures to messages), `_defaults` (timeouts and limits).
@@ -41,7 +42,7 @@ from peerfind.client._fetch import (
     fetch_file,
     pick_version,
 )
-from peerfind.client._rest import PeerClient
+from peerfind.client._rest import PeerClient, search_request
 from peerfind.client._results import (
     ChunkCallback,
     ChunkSink,
@@ -83,6 +84,7 @@ __all__ = [
     "locate",
     "pick_version",
     "resolve_transfer_address",
+    "search_request",
     "upload_to",
     "validate_grpc_address",
 ]

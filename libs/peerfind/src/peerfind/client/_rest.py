@@ -18,6 +18,7 @@ from peerfind.api import (
     PeersResponse,
     RegisterRequest,
     RegisterResponse,
+    SearchMode,
     SearchRequest,
     SearchResponse,
 )
@@ -32,7 +33,7 @@ from peerfind.config import validate_http_url
 from peerfind.errors import ClientError, PeerRefused, PeerUnreachable, describe_errors
 from peerfind.tls import TlsFiles, client_ssl_context
 
-__all__ = ["PeerClient"]
+__all__ = ["PeerClient", "search_request"]
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
@@ -116,17 +117,42 @@ class PeerClient:
             after = page.next_after
 
     async def search(
-        self, query: str, fanout: int | None = None, timeout_ms: int | None = None
+        self,
+        query: str,
+        fanout: int | None = None,
+        timeout_ms: int | None = None,
+        *,
+        mode: SearchMode | None = None,
+        max_results: int | None = None,
+        budget: int | None = None,
+        explain: bool = False,
     ) -> SearchResponse:
-        """`GET /search`: ask this peer to search itself and the peers it reaches."""
-        try:
-            request = SearchRequest(query=query, fanout=fanout, timeout_ms=timeout_ms)
-        except ValidationError as exc:
-            raise ClientError(f"invalid search: {describe_errors(exc.errors())}") from None
-        params = request.to_params()
-        deadline_ms = timeout_ms if timeout_ms is not None else DEFAULT_SEARCH_TIMEOUT_MS
-        budget = max(self.timeout, deadline_ms / 1000) + SEARCH_MARGIN_S
-        return await self._call("GET", "/search", SearchResponse, params=params, budget_s=budget)
+        """`GET /search`: ask this peer to search itself and the peers it reaches.
+
+        `mode` picks how the query travels (the peer's choice when None), `max_results`
+        stops a walk or a dynamic query once that many hits are in, `budget` caps the
+        messages it may cost, and `explain` asks for the hop tree (`SearchResponse.trace`).
+        """
+        request = search_request(
+            query,
+            fanout,
+            timeout_ms,
+            mode=mode,
+            max_results=max_results,
+            budget=budget,
+            explain=explain,
+        )
+        return await self.send_search(request)
+
+    async def send_search(self, request: SearchRequest) -> SearchResponse:
+        """`GET /search` with a request already built (by `search_request`, say)."""
+        deadline_ms = (
+            DEFAULT_SEARCH_TIMEOUT_MS if request.timeout_ms is None else request.timeout_ms
+        )
+        wait_s = max(self.timeout, deadline_ms / 1000) + SEARCH_MARGIN_S
+        return await self._call(
+            "GET", "/search", SearchResponse, params=request.to_params(), budget_s=wait_s
+        )
 
     async def register(self, url: str) -> RegisterResponse:
         """`POST /register`: ask this peer to verify and add the peer at `url`."""
@@ -173,6 +199,35 @@ class PeerClient:
                         f"{self.base_url} sent a malformed answer to {path}: {first_error(exc)}"
                     ) from None
         raise PeerRefused(refusal(self.base_url, response))
+
+
+def search_request(
+    query: str,
+    fanout: int | None = None,
+    timeout_ms: int | None = None,
+    *,
+    mode: SearchMode | None = None,
+    max_results: int | None = None,
+    budget: int | None = None,
+    explain: bool = False,
+) -> SearchRequest:
+    """A client's search as the one model of `/search`'s query string, checked as the
+    peer would check it; `ClientError("invalid search: ...")` naming the bad field.
+
+    Only what a client may set: `qid`, `sender` and `visited` are the forwarding peers'.
+    """
+    try:
+        return SearchRequest(
+            query=query,
+            fanout=fanout,
+            timeout_ms=timeout_ms,
+            mode=mode,
+            max_results=max_results,
+            budget=budget,
+            explain=True if explain else None,  # absent, not `explain=false`
+        )
+    except ValidationError as exc:
+        raise ClientError(f"invalid search: {describe_errors(exc.errors())}") from None
 
 
 def _verify(tls: TlsFiles | None) -> ssl.SSLContext | bool:
