@@ -31,6 +31,7 @@ from directory.membership import Membership, PeerUnavailable, RegistrationError
 from directory.overlay import Descriptor
 from directory.peers import Peer, PeerTable
 from directory.search import SearchParams, SearchPolicy, SearchRouter, SeenQueries
+from directory.summary import SummaryBook
 from directory.urlguard import PinnedUrl
 from peerfind.api import (
     OverlayAnswer,
@@ -39,6 +40,7 @@ from peerfind.api import (
     SearchMode,
     SearchRequest,
     SearchResponse,
+    SummaryDoc,
 )
 from peerfind.config import PeerSettings
 from peerfind.index import FileEntry
@@ -143,6 +145,7 @@ class SimPeer:
     counters: PeerCounters = field(default_factory=PeerCounters)
     membership: Membership | None = None
     lowered: list[str] = field(default_factory=list)
+    summaries: SummaryBook | None = None
 
     async def local_search(self, query: str, limit: int) -> list[FileEntry]:
         q = query.casefold()
@@ -176,12 +179,20 @@ class SimNetwork:
         self.down: set[int] = set()  # refuse connections
         self.hung: set[int] = set()  # accept and never answer
         self.tally = QueryTally()
+        self.summary_bytes = 0
         self._entry: str | None = None
         self._wanted: str | None = None
         self._settings: PeerSettings | None = None
         self._start_ttl = 0
+        # The product's defaults, with the fanout and TTL clamps opened so that the grid
+        # can ask for any pair.
         self.policy = SearchPolicy(
-            default_fanout=2, max_fanout=32, default_ttl=3, max_ttl=16, default_timeout_ms=2000
+            default_fanout=2,
+            max_fanout=32,
+            default_ttl=3,
+            max_ttl=16,
+            default_timeout_ms=2000,
+            max_results=max_results,
         )
 
     # -- building ------------------------------------------------------------
@@ -217,6 +228,7 @@ class SimNetwork:
             rng=rng,
         )
         peer.lowered = [f.casefold() for f in peer.files]
+        peer.summaries = SummaryBook(peer_id, self._summary_fetch(peer), clock=_loop_clock)
         peer.router = SearchRouter(
             peer_id=peer_id,
             rest_url=url,
@@ -227,6 +239,7 @@ class SimNetwork:
             max_results=self.max_results,
             seen=SeenQueries(clock=_loop_clock),
             events=_Events(self, peer),
+            summaries=peer.summaries,
         )
         self.peers.append(peer)
         self.by_url[url] = peer
@@ -274,6 +287,33 @@ class SimNetwork:
             rng=random.Random(peer.rng.getrandbits(64)),
         )
         return peer.membership
+
+    async def publish_summaries(self, rounds: int = 2) -> None:
+        """Every peer builds its summary, then fetches its neighbours' `rounds` times (the
+        second round brings the merged filters, which need the first)."""
+        for peer in self.peers:
+            assert peer.summaries is not None
+            peer.summaries.set_names(peer.files)
+        for _ in range(rounds):
+            await asyncio.gather(
+                *(p.summaries.refresh(p.table.peers()) for p in self.peers if p.summaries)
+            )
+
+    def _summary_fetch(self, peer: SimPeer):  # type: ignore[no-untyped-def]
+        async def fetch(target: Peer, etag: str | None) -> SummaryDoc | None:
+            b = self.by_id[target.peer_id]
+            await self._reach(peer, b)
+            b.counters.membership += 1
+            assert b.summaries is not None
+            await self._travel(b, peer)
+            if etag == b.summaries.version:
+                self.summary_bytes += 200  # a 304: headers only
+                return None
+            doc = b.summaries.document()
+            self.summary_bytes += 200 + len(doc.own.data) + len(doc.merged.data)
+            return doc
+
+        return fetch
 
     # -- the transport ---------------------------------------------------------
 

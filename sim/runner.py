@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peerfind.api import SearchMode
 from sim.network import LinkModel, SimNetwork
 from sim.topology import build, graph_of, shape
 from sim.workload import Catalogue, place
@@ -42,6 +43,7 @@ async def make_world(
     await build(net, topology, peers, seed)
     built = loop.time() - started
     catalogue = place(net, REPLICATIONS, FILES_PER_CLASS, seed + 1)
+    await net.publish_summaries()
     world = World(net, catalogue, topology, seed, built)
     world.shape = shape(graph_of(net), seed=seed)
     return world
@@ -56,7 +58,10 @@ class Case:
     fanout: int = 2
     ttl: int = 3
     timeout_ms: int = 2000
-    strategy: str = "flood"
+    mode: SearchMode = "flood"
+    wanted: int | None = None
+    budget: int | None = None
+    summaries: bool = True  # False: the routers ignore them (the flood as it was before)
     seed: int = 7
 
 
@@ -70,13 +75,12 @@ def _quantile(values: Sequence[float], q: float) -> float:
 async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]:
     """The run's figures, and every peer's load (messages handled) for the charts."""
     net, catalogue = world.net, world.catalogue
-    if case.strategy != "flood":
-        raise ValueError(f"unknown strategy {case.strategy!r}")
     rng = random.Random(case.seed)
     pick = catalogue.picker(case.replication, case.popularity, rng)
     n = len(net.peers)
     for peer in net.peers:
         peer.counters.__init__()  # type: ignore[misc]
+        peer.router.summaries = peer.summaries if case.summaries else None
     per_epoch = max(1, case.queries // CHURN_EPOCHS)
     successes = 0
     recalls: list[float] = []
@@ -93,7 +97,14 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         entry = net.peers[rng.choice(up) if up is not None else rng.randrange(n)]
         name = pick()
         answer, tally, took = await net.search(
-            entry, name, fanout=case.fanout, ttl=case.ttl, timeout_ms=case.timeout_ms
+            entry,
+            name,
+            fanout=case.fanout,
+            ttl=case.ttl,
+            timeout_ms=case.timeout_ms,
+            mode=case.mode,
+            wanted=case.wanted,
+            budget=case.budget,
         )
         live = catalogue.holders[name] - net.down
         found = {net.by_id[h.peer_id].index for h in answer.hits if h.name == name}
@@ -114,11 +125,16 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         reached.append(len(answer.peers_answered))
         partial += answer.partial
     net.down = set()
+    for peer in net.peers:
+        peer.router.summaries = peer.summaries
     loads = [p.counters.handled for p in net.peers]
     mean_load = statistics.fmean(loads)
     queries = case.queries
     return {
-        "strategy": case.strategy,
+        "mode": case.mode,
+        "wanted": case.wanted,
+        "budget": case.budget,
+        "summaries": case.summaries,
         "peers": n,
         "topology": world.topology,
         "replication": case.replication,

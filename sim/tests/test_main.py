@@ -9,7 +9,7 @@ from sim.__main__ import main
 from sim.topology import TOPOLOGIES
 
 REQUIRED = {
-    "strategy", "peers", "topology", "replication", "churn", "queries", "success_rate",
+    "mode", "peers", "topology", "replication", "churn", "queries", "success_rate",
     "recall", "messages_per_query", "p50_ms", "p99_ms", "max_peer_load", "fanout", "ttl",
     "bytes_per_query", "first_hit_p50_ms", "hops_mean", "p99_peer_load", "duplicate_share",
     "lost_to_deadline_per_query",

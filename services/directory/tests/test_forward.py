@@ -120,6 +120,28 @@ async def test_forward_sends_the_query_from_our_address_with_the_token(
     assert fake_peer.sources == ["127.0.0.1"]  # settings.host, not whatever the OS picks
 
 
+async def test_an_explained_walk_is_forwarded_with_every_new_parameter(
+    node: Node, fake_peer: FakePeer
+) -> None:
+    from dataclasses import replace
+
+    from directory.search import Visited
+    from peerfind.api import SearchRequest
+
+    walk = replace(
+        params(), mode="walk", wanted=3, budget=40, explain=True, visited=Visited().with_(["p1"])
+    )
+    await node.forward(target(fake_peer), walk)
+    head = fake_peer.requests[0].decode()
+    line = head.split(" ")[1]
+    assert "&mode=walk&max_results=3&budget=40&visited=" in line
+    assert line.endswith("&explain=true")
+    from urllib.parse import parse_qsl, urlsplit
+
+    back = SearchRequest.model_validate(dict(parse_qsl(urlsplit(line).query)))
+    assert back == walk.to_request()
+
+
 @pytest.mark.parametrize(
     "query",
     ["a&b=c", "50% off", "plus+sign", "ñandú ü 文件", "semi;colon", "hash#tag", "a/b?c", " x "],

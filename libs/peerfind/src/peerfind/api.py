@@ -401,8 +401,13 @@ class SearchRequest(BaseModel):
         return self.qid is not None or self.sender is not None
 
     def to_params(self) -> dict[str, str | int]:
-        """The query string that `SearchRequest.model_validate` reads back: set fields only."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The query string that `SearchRequest.model_validate` reads back: set fields only
+        (a bool as "true" or "false": HTTP clients disagree on how to write one)."""
+        return {
+            k: ("true" if v else "false") if isinstance(v, bool) else v
+            for k, v in self.__dict__.items()
+            if v is not None
+        }
 
 
 class SearchHit(FileInfo):

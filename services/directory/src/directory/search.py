@@ -46,6 +46,7 @@ from peerfind.index import FileEntry
 
 __all__ = [
     "AUTO_MODE",
+    "DEFAULT_ADAPTIVE_TIMEOUT_MS",
     "DEFAULT_BUDGET",
     "DEFAULT_MAX_BUDGET",
     "DEFAULT_WANTED",
@@ -76,10 +77,13 @@ FORWARD_MARGIN_S = 0.05
 FORWARD_SHARE = 0.8
 MIN_FORWARD_BUDGET_S = 0.05
 # A walker's next hop gets the deadline left minus this: time for its answer to come back.
-WALK_HOP_MARGIN_S = 0.1
+WALK_HOP_MARGIN_S = 0.3
+WAVE_GROWTH = 2  # each wave sends this many times the walkers of the one before
+WALK_TRIES = 3  # neighbours a walker tries in turn when the one it chose fails
 FORWARD_COST = 2  # messages: the request and its answer
 DEFAULT_BUDGET = 256  # messages a walk or a dynamic query may cost, unless asked otherwise
 DEFAULT_MAX_BUDGET = 4096  # the clamp for every mode (the largest flood of docs/scale.md fits)
+DEFAULT_ADAPTIVE_TIMEOUT_MS = 5000
 DEFAULT_WANTED = 3  # hits after which a walk or a dynamic query stops, unless asked otherwise
 Mode = Literal["flood", "walk", "dynamic"]
 AUTO_MODE: Mode = "walk"
@@ -191,6 +195,9 @@ class SearchPolicy:
     max_budget: int = DEFAULT_MAX_BUDGET
     default_wanted: int = DEFAULT_WANTED
     max_results: int = 1000
+    adaptive_timeout_ms: int = DEFAULT_ADAPTIVE_TIMEOUT_MS
+    """The deadline of a walk or a dynamic query unless asked otherwise: they go on, in
+    waves or one neighbour at a time, until enough is found (a flood's is one pass)."""
 
     def params(
         self, request: SearchRequest, new_id: Callable[[], str] | None = None
@@ -220,7 +227,9 @@ class SearchPolicy:
             wanted = self.max_results if request.max_results is None else request.max_results
         else:
             wanted = self.default_wanted if request.max_results is None else request.max_results
-        timeout_ms = self.default_timeout_ms if request.timeout_ms is None else request.timeout_ms
+        timeout_ms = request.timeout_ms
+        if timeout_ms is None:
+            timeout_ms = self.default_timeout_ms if mode == "flood" else self.adaptive_timeout_ms
         return SearchParams(
             query=request.query,
             fanout=min(fanout, self.max_fanout),
@@ -537,8 +546,9 @@ class SearchRouter:
         got: _Gathered,
         *,
         started: Callable[[], Coroutine[Any, Any, None]] | None = None,
-    ) -> None:
-        """Forward to every (peer, params) at once and merge what comes back by `deadline`."""
+    ) -> int:
+        """Forward to every (peer, params) at once and merge what comes back by `deadline`;
+        how many answered."""
         clock = asyncio.get_running_loop().time
         remaining = deadline - clock()
         tasks: dict[asyncio.Task[SearchResponse], tuple[Peer, SearchParams]] = {}
@@ -563,10 +573,16 @@ class SearchRouter:
                 await asyncio.sleep(0)
             await started()
         if not tasks:
-            return
-        done, pending = await asyncio.wait(tasks, timeout=max(deadline - clock(), 0.001))
+            return 0
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=max(deadline - clock(), 0.001))
+        except asyncio.CancelledError:  # our asker gave up: so do our forwards
+            for task in tasks:
+                task.cancel()
+            raise
         for task in pending:
             task.cancel()
+        answered = 0
         for task, (peer, child) in tasks.items():
             error: BaseException | None = (
                 task.exception() if task in done and not task.cancelled() else TimeoutError()
@@ -578,8 +594,10 @@ class SearchRouter:
                 continue
             self.table.mark_alive(peer.peer_id)
             got.take(task.result())
+            answered += 1
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        return answered
 
     async def _local(self, params: SearchParams, deadline: float, got: _Gathered) -> int:
         """Our own hits into `got`; how many."""
@@ -633,8 +651,12 @@ class SearchRouter:
         elif params.forwarded:  # one step of a walk
             if not duplicate:
                 await local()
-            if not local_hits:
-                await self._send(self._walk_step(params, match, got, 1), deadline, got)
+            for _ in range(WALK_TRIES):  # a neighbour that fails: the walker goes elsewhere
+                if local_hits:
+                    break
+                step = self._walk_step(self._spent(params, got), match, got, 1)
+                if not step or await self._send(step, deadline, got):
+                    break
         else:
             await local()
             if params.mode == "walk":
@@ -700,7 +722,7 @@ class SearchRouter:
             await self._send(sends, deadline, got)
             if got.messages == before:
                 break
-            walkers *= 2
+            walkers *= WAVE_GROWTH
 
     async def _dynamic(
         self, params: SearchParams, match: QueryMatch, got: _Gathered, deadline: float
