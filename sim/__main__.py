@@ -42,6 +42,7 @@ class Plan:
     queries: int
     grid_queries: int
     seed: int = 1
+    load_queries: int = 5000
     overlay_live_s: float = 40.0
     overlay_recover_s: float = 20.0
     active_sizes: tuple[int, ...] = (3, 4, 5, 6, 8)  # the view-size sweep, at the smallest size
@@ -58,15 +59,34 @@ def _cases(plan: Plan, size: int, topology: str) -> Iterator[tuple[str, Case]]:
     yield "popularity", replace(base, popularity="zipf")
     for churn in (0.1, 0.3):
         yield "churn", replace(base, churn=churn)
+    # The shipped default (mode auto, every parameter the peer's: one hit wanted), on every
+    # workload; then three hits wanted; then each mode with its defaults.
+    auto = replace(base, mode="auto", fanout=None, ttl=None)
+    for replication in (0.01, 0.001, 0.1):
+        yield "adaptive", replace(auto, replication=replication)
+    yield "adaptive", replace(auto, popularity="zipf")
+    yield "adaptive", replace(auto, churn=0.2)
+    for replication in (0.01, 0.001):
+        yield "adaptive", replace(auto, replication=replication, wanted=3)
+    for mode in ("flood", "walk", "dynamic"):
+        for replication in (0.01, 0.001):
+            yield "modes", replace(auto, mode=mode, replication=replication)
 
 
 async def _grid(world: World, plan: Plan, log: Any) -> list[dict[str, Any]]:
-    """Flood (fanout, ttl) pairs at 1% replication: for each fanout, TTLs up from 2 until
+    """The flood as it was before summaries (the baseline the adaptive modes are judged
+    against), (fanout, ttl) pairs at 1% replication: for each fanout, TTLs up from 2 until
     success reaches 95% (a longer TTL then only costs more)."""
     runs = []
     for fanout in GRID_FANOUTS:
         for ttl in GRID_TTLS:
-            case = Case(queries=plan.grid_queries, fanout=fanout, ttl=ttl, seed=plan.seed + 8)
+            case = Case(
+                queries=plan.grid_queries,
+                fanout=fanout,
+                ttl=ttl,
+                summaries=False,
+                seed=plan.seed + 8,
+            )
             run = await _run(world, case, "grid", log)
             runs.append(run)
             if run["success_rate"] >= TARGET_SUCCESS:
@@ -80,7 +100,8 @@ async def _run(world: World, case: Case, group: str, log: Any) -> dict[str, Any]
     run["group"] = group
     run["wall_s"] = round(time.perf_counter() - started, 2)
     log(
-        f"  {group:11} {world.topology:14} n={run['peers']:<6} f={case.fanout} t={case.ttl} "
+        f"  {group:11} {world.topology:14} n={run['peers']:<6} {run['resolved']['mode']:7} "
+        f"f={run['resolved']['fanout']} t={run['resolved']['ttl']} want={case.wanted} "
         f"r={case.replication:<5} churn={case.churn:<4} {case.popularity:7} "
         f"success={run['success_rate']:.3f} recall={run['recall']:.4f} "
         f"msgs={run['messages_per_query']:.1f} ({run['wall_s']} s)"
@@ -112,6 +133,9 @@ async def simulate(plan: Plan, log: Any) -> dict[str, Any]:
                 runs.append(await _run(world, case, group, log))
             if size == max(plan.sizes) and topology == "membership":
                 runs.extend(await _grid(world, plan, log))
+                # Every peer's load over many queries: a hot spot shows above the noise.
+                load = Case(queries=plan.load_queries, mode="auto", fanout=None, ttl=None)
+                runs.append(await _run(world, load, "load", log))
             del world
     overlay = await _overlays(plan, log)
     return {"runs": runs, "worlds": worlds, "overlay": overlay}
@@ -165,7 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the product's per-peer warnings: counted, not logged
     if args.quick:
-        plan = Plan(sizes=(150,), queries=40, grid_queries=20, overlay_live_s=20, active_sizes=(4,))
+        plan = Plan(
+            sizes=(150,),
+            queries=40,
+            grid_queries=20,
+            load_queries=80,
+            overlay_live_s=20,
+            active_sizes=(4,),
+        )
     else:
         plan = Plan(sizes=(1000, 10000), queries=1000, grid_queries=GRID_QUERIES)
     if args.peers:

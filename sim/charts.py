@@ -24,11 +24,18 @@ def _recall_vs_messages(runs: list[dict[str, Any]], path: Path) -> None:
     for run in runs:
         if run["replication"] != 0.01 or run["churn"] or run["popularity"] != "uniform":
             continue
-        key = (run["strategy"], run["peers"], run["topology"])
+        if run["group"] == "load":
+            continue
+        mode = run.get("resolved", {}).get("mode", run.get("mode", "flood"))
+        if run["group"] in ("adaptive", "modes"):
+            mode = f"{run['mode']} ({mode}), want {run['wanted'] or 'default'}"
+        elif not run.get("summaries", True):
+            mode = "flood before summaries"
+        key = (mode, run["peers"], run["topology"])
         series.setdefault(key, []).append(run)
-    for (strategy, peers, topology), points in sorted(series.items()):
+    for (mode, peers, topology), points in sorted(series.items()):
         points.sort(key=lambda r: r["messages_per_query"])
-        label = f"{strategy}, {topology}, {peers:,} peers"
+        label = f"{mode}, {topology}, {peers:,} peers"
         xs = [r["messages_per_query"] for r in points]
         style = "none" if len(points) > 1 else "-"  # a grid is a cloud of points, not a line
         for axis, metric in ((left, "recall"), (right, "success_rate")):

@@ -183,7 +183,8 @@ class SimNetwork:
         self._entry: str | None = None
         self._wanted: str | None = None
         self._settings: PeerSettings | None = None
-        self._start_ttl = 0
+        self._depth: dict[str, int] = {}
+        self.last_params: SearchParams | None = None
         # The product's defaults, with the fanout and TTL clamps opened so that the grid
         # can ask for any pair.
         self.policy = SearchPolicy(
@@ -355,7 +356,7 @@ class SimNetwork:
             tally.answers += 1
             tally.answer_bytes += len(answer.model_dump_json())
             sender.counters.answers += 1
-            hops = self._hops(params)
+            hops = self._depth[b.peer_id] = self._depth.get(sender.peer_id, 0) + 1
             tally.max_hops = max(tally.max_hops, hops)
             if (
                 tally.first_hit_s is None
@@ -367,9 +368,6 @@ class SimNetwork:
 
         return forward
 
-    def _hops(self, params: SearchParams) -> int:
-        return self._start_ttl - params.ttl
-
     # -- queries ---------------------------------------------------------------
 
     async def search(
@@ -377,16 +375,16 @@ class SimNetwork:
         entry: SimPeer,
         query: str,
         *,
-        fanout: int,
-        ttl: int,
-        timeout_ms: int = 2000,
+        fanout: int | None,
+        ttl: int | None,
+        timeout_ms: int | None = None,
         mode: SearchMode = "flood",
         wanted: int | None = None,
         budget: int | None = None,
     ) -> tuple[SearchResponse, QueryTally, float]:
         """One query entering at `entry`: its answer, its tally, its virtual duration."""
         self.tally = QueryTally()
-        self._entry, self._wanted, self._start_ttl = entry.peer_id, query, ttl
+        self._entry, self._wanted = entry.peer_id, query
         request = SearchRequest(
             query=query,
             fanout=fanout,
@@ -400,6 +398,8 @@ class SimNetwork:
             request,
             new_id=lambda: f"q{self.rng.getrandbits(64):016x}",
         )
+        self.last_params = params
+        self._depth: dict[str, int] = {}
         loop = asyncio.get_running_loop()
         started = loop.time()
         entry.counters.searches += 1

@@ -35,25 +35,32 @@ def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _runs_table(runs: list[dict[str, Any]]) -> str:
+def _runs_table(runs: list[dict[str, Any]], *, modes: bool = False) -> str:
     head = [
         "peers", "topology", "replication", "popularity", "churn", "fanout", "ttl",
         "peers reached", "success", "recall", "messages/query", "bytes/query", "first hit p50 ms",
         "answer p50 / p99 ms", "duplicates", "lost to deadline/query", "peer load p99 / max",
     ]  # fmt: skip
+    if modes:
+        head[1:2] = ["mode", "wanted", "budget"]
     lines = [_row(head), _row(["---"] * len(head))]
     for r in runs:
         first = "-" if r["first_hit_p50_ms"] is None else f"{r['first_hit_p50_ms']:.0f}"
+        got = r.get("resolved") or {}
+        lead = [r["topology"]]
+        if modes:
+            mode = r["mode"] if r["mode"] == got.get("mode") else f"{r['mode']} ({got['mode']})"
+            lead = [mode, got.get("wanted"), got.get("budget")]
         lines.append(
             _row(
                 [
                     f"{r['peers']:,}",
-                    r["topology"],
+                    *lead,
                     f"{r['replication']:g} ({r['copies']})",
                     r["popularity"],
                     f"{r['churn']:g}",
-                    r["fanout"],
-                    r["ttl"],
+                    got.get("fanout", r["fanout"]),
+                    got.get("ttl", r["ttl"]),
                     f"{r['reach_mean']:,.0f}",
                     _pct(r["success_rate"]),
                     _pct(r["recall"]),
@@ -149,6 +156,80 @@ def _verdict(grid: list[dict[str, Any]]) -> str:
     )
 
 
+def _goal(text: str, measured: str, met: bool) -> str:
+    return _row([text, measured, "met" if met else "**not met**"])
+
+
+def _goals(runs: list[dict[str, Any]]) -> str:
+    """The goals of the adaptive search, from the largest size's runs."""
+    adaptive = [r for r in runs if r["group"] == "adaptive"]
+    if not adaptive:
+        return "No adaptive runs in this run set."
+    peers = max(r["peers"] for r in adaptive)
+
+    def find(replication: float, churn: float = 0.0, wanted: int | None = None) -> dict[str, Any]:
+        for r in adaptive:
+            if (r["peers"], r["replication"], r["churn"], r["wanted"], r["popularity"]) == (
+                peers,
+                replication,
+                churn,
+                wanted,
+                "uniform",
+            ):
+                return r
+        raise LookupError(f"no adaptive run for {replication} / {churn} / {wanted}")
+
+    grid = [r for r in runs if r["group"] == "grid" and r["peers"] == peers]
+    floods = [r for r in grid if r["success_rate"] >= 0.95]
+    lines = [_row(["goal", "measured", ""]), _row(["---"] * 3)]
+    common, rare = find(0.01), find(0.001)
+    if floods:
+        flood = min(floods, key=lambda r: r["messages_per_query"])
+        ratio = common["messages_per_query"] / flood["messages_per_query"]
+        lines.append(
+            _goal(
+                f"file on 1% of {peers:,} peers: success >= 95% at <= 1/10 of the messages of "
+                f"the cheapest flood with that success (before summaries: fanout "
+                f"{flood['fanout']} / ttl {flood['ttl']}, {flood['messages_per_query']:,.0f})",
+                f"{_pct(common['success_rate'])} at {common['messages_per_query']:,.1f} "
+                f"messages: 1/{1 / ratio:.1f}",
+                common["success_rate"] >= 0.95 and ratio <= 0.1,
+            )
+        )
+    else:
+        lines.append(_goal("file on 1%: a flood reaching 95% to compare with", "none", False))
+    lines.append(
+        _goal(
+            f"file on 0.1% of {peers:,} peers ({rare['copies']} copies): success >= 90%",
+            f"{_pct(rare['success_rate'])} at {rare['messages_per_query']:,.1f} messages",
+            rare["success_rate"] >= 0.9,
+        )
+    )
+    calm, churned = common, find(0.01, churn=0.2)
+    drop = calm["success_rate"] - churned["success_rate"]
+    lines.append(
+        _goal(
+            "20% of the peers down costs at most 5 points of success",
+            f"{_pct(calm['success_rate'])} -> {_pct(churned['success_rate'])}: "
+            f"{drop * 100:.1f} points",
+            drop <= 0.05,
+        )
+    )
+    load = next((r for r in runs if r["group"] == "load"), None)
+    if load is not None:
+        top = load["max_peer_load"] / load["mean_peer_load"]
+        lines.append(
+            _goal(
+                f"no peer handles more than 5x the mean load ({load['queries']:,} queries, "
+                "every message a peer receives)",
+                f"max {load['max_peer_load']} against a mean of {load['mean_peer_load']:.1f}: "
+                f"{top:.1f}x",
+                top <= 5,
+            )
+        )
+    return "\n".join(lines)
+
+
 def tables(result: dict[str, Any]) -> dict[str, str]:
     runs = result["runs"]
     defaults = [r for r in runs if r["group"] == "defaults"]
@@ -159,6 +240,10 @@ def tables(result: dict[str, Any]) -> dict[str, str]:
         "sim-defaults": _runs_table(defaults),
         "sim-workloads": _runs_table(workloads),
         "sim-grid": _runs_table(grid),
+        "sim-goals": _goals(runs),
+        "sim-adaptive": _runs_table(
+            [r for r in runs if r["group"] in ("adaptive", "modes", "load")], modes=True
+        ),
         "sim-verdict": _verdict(grid),
         "sim-worlds": _worlds_table(result["worlds"]),
         "sim-overlay": _overlay_table([r for r in result["overlay"] if r["group"] == "overlay"]),

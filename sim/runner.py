@@ -55,9 +55,9 @@ class Case:
     popularity: str = "uniform"
     churn: float = 0.0
     queries: int = 1000
-    fanout: int = 2
-    ttl: int = 3
-    timeout_ms: int = 2000
+    fanout: int | None = 2  # None: the peer's default for the mode (so for ttl and the rest)
+    ttl: int | None = 3
+    timeout_ms: int | None = None
     mode: SearchMode = "flood"
     wanted: int | None = None
     budget: int | None = None
@@ -125,6 +125,19 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         reached.append(len(answer.peers_answered))
         partial += answer.partial
     net.down = set()
+    last = net.last_params
+    resolved = (
+        {
+            "mode": last.mode,
+            "fanout": last.fanout,
+            "ttl": last.ttl,
+            "budget": last.budget,
+            "wanted": last.wanted,
+            "timeout_ms": round(last.timeout_s * 1000),
+        }
+        if last is not None
+        else {}
+    )
     for peer in net.peers:
         peer.router.summaries = peer.summaries
     loads = [p.counters.handled for p in net.peers]
@@ -145,6 +158,7 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         "fanout": case.fanout,
         "ttl": case.ttl,
         "timeout_ms": case.timeout_ms,
+        "resolved": resolved,
         "success_rate": round(successes / queries, 4),
         "recall": round(statistics.fmean(recalls), 4) if recalls else 0.0,
         "messages_per_query": round(messages / queries, 2),

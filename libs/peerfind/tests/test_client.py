@@ -261,7 +261,11 @@ async def test_locate_keeps_exact_names_without_duplicates(directory: Any, hit: 
     ]
     hits = await locate(directory.url, "hello3.txt", fanout=2)
     assert [h.peer_id for h in hits] == ["peer3", "peer4"]
-    assert directory.state.requests[-1][2] == {"query": "hello3.txt", "fanout": "2"}
+    assert directory.state.requests[-1][2] == {
+        "query": "hello3.txt",
+        "fanout": "2",
+        "max_results": "16",
+    }
 
 
 async def test_locate_without_hits_names_the_entry_peer(directory: Any, hit: HitFactory) -> None:

@@ -171,7 +171,7 @@ async def test_a_walker_whose_neighbour_is_down_goes_elsewhere() -> None:
     assert ("p2", "p4", "walk") in net.calls
 
 
-async def test_waves_send_more_walkers_while_hits_are_short() -> None:
+async def test_walkers_are_replaced_while_hits_are_short() -> None:
     # p1 has four neighbours, each a dead end with one copy two hops out.
     files: dict[str, list[str]] = {"p1": []}
     links: dict[str, list[str]] = {"p1": []}
@@ -182,9 +182,9 @@ async def test_waves_send_more_walkers_while_hits_are_short() -> None:
         links[a], links[b] = [b], []
     net = Net(files, links)
     answer = await net.search("p1", "song", mode="walk", ttl=4, fanout=1, wanted=3, budget=100)
-    assert len(answer.hits) == 3  # waves of 1 and 2 walkers found one copy each
+    assert len(answer.hits) == 3  # each walker found one copy and was replaced by one
     first = [t for s, t, _ in net.calls if s == "p1"]
-    assert len(first) == 3 and len(set(first)) == 3  # each wave avoided the earlier ones
+    assert len(first) == 3 and len(set(first)) == 3  # each walker avoided the earlier ones
 
 
 async def test_dynamic_probes_where_summaries_match_then_widens_one_neighbour_at_a_time() -> None:
@@ -215,3 +215,57 @@ def test_the_visited_filter_round_trips_and_remembers() -> None:
     again = Visited.decode(visited.encode())
     assert "p1" in again and "p2" in again and "p3" not in again
     assert SearchRequest(query="x", visited=visited.encode()).visited == visited.encode()
+
+
+async def test_a_walker_stops_when_its_asker_hangs_up() -> None:
+    from starlette.requests import Request
+
+    from directory.routers.search import _unless_hung_up
+
+    hang_up = asyncio.Event()
+
+    async def receive() -> dict[str, object]:
+        await hang_up.wait()
+        return {"type": "http.disconnect"}
+
+    request = Request({"type": "http", "method": "GET", "headers": []}, receive)
+    stopped = asyncio.Event()
+
+    async def walking() -> SearchResponse:
+        try:
+            await asyncio.Event().wait()  # a walk that would go on and on
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")
+
+    pending = asyncio.ensure_future(_unless_hung_up(request, walking()))
+    await asyncio.sleep(0)
+    assert not pending.done()
+    hang_up.set()
+    assert await asyncio.wait_for(pending, 5) is None
+    assert stopped.is_set()
+
+
+async def test_an_answer_before_any_hang_up_is_returned() -> None:
+    from starlette.requests import Request
+
+    from directory.routers.search import _unless_hung_up
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    request = Request({"type": "http", "method": "GET", "headers": []}, receive)
+    net = Net(*line(3))
+    answer = await _unless_hung_up(request, net.search("p1", "far-away", mode="walk", wanted=1))
+    assert answer is not None and [h.peer_id for h in answer.hits] == ["p3"]
+
+
+async def test_dynamic_widens_through_a_neighbour_its_probe_already_reached() -> None:
+    files, links = line(6)
+    files["p3"].append("far-away-too.txt")
+    net = Net(files, links)
+    await net.publish()
+    answer = await net.search("p1", "far-away", mode="dynamic", ttl=5, wanted=2, budget=100)
+    assert sorted(h.peer_id for h in answer.hits) == ["p3", "p6"]
+    assert [t for s, t, _ in net.calls if s == "p1"] == ["p2", "p2"]  # the probe, then wider

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ADAPTIVE_SEARCH_TIMEOUT_MS",
     "MAX_BUDGET_PARAM",
     "MAX_FANOUT_PARAM",
     "MAX_OVERLAY_ENTRIES",
@@ -69,9 +70,13 @@ PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """What a peer id looks like, everywhere one is read (health answers, search senders)."""
 QUERY_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 MAX_BUDGET_PARAM = 100000
-VISITED_BITS = 1024
+ADAPTIVE_SEARCH_TIMEOUT_MS = 5000
+"""A walk's or a dynamic query's deadline unless one is asked for (a flood's is the peer's
+`search_timeout_ms`): they go on, walker after walker or neighbour after neighbour, until
+enough is found."""
+VISITED_BITS = 4096
 """Size of the visited-peers filter a search carries (`visited`, base64url, no padding)."""
-_VISITED_PATTERN = r"^[A-Za-z0-9_-]{171}$"
+_VISITED_PATTERN = r"^[A-Za-z0-9_-]{683}$"
 SEARCH_MODES = ("auto", "flood", "walk", "dynamic")
 SearchMode = Literal["auto", "flood", "walk", "dynamic"]
 SKIP_REASONS = ("summary_miss", "visited", "budget", "down", "not_chosen")

@@ -31,6 +31,7 @@ from directory.lru import BoundedLru
 from directory.peers import Peer, PeerTable
 from directory.summary import QueryMatch, SummaryBook
 from peerfind.api import (
+    ADAPTIVE_SEARCH_TIMEOUT_MS,
     VISITED_BITS,
     FailedPeer,
     FileInfo,
@@ -78,13 +79,13 @@ FORWARD_SHARE = 0.8
 MIN_FORWARD_BUDGET_S = 0.05
 # A walker's next hop gets the deadline left minus this: time for its answer to come back.
 WALK_HOP_MARGIN_S = 0.3
-WAVE_GROWTH = 2  # each wave sends this many times the walkers of the one before
+WALK_GROWTH = 2  # walkers sent in place of one that came back with nothing
 WALK_TRIES = 3  # neighbours a walker tries in turn when the one it chose fails
 FORWARD_COST = 2  # messages: the request and its answer
-DEFAULT_BUDGET = 256  # messages a walk or a dynamic query may cost, unless asked otherwise
+DEFAULT_BUDGET = 512  # messages a walk or a dynamic query may cost, unless asked otherwise
 DEFAULT_MAX_BUDGET = 4096  # the clamp for every mode (the largest flood of docs/scale.md fits)
-DEFAULT_ADAPTIVE_TIMEOUT_MS = 5000
-DEFAULT_WANTED = 3  # hits after which a walk or a dynamic query stops, unless asked otherwise
+DEFAULT_ADAPTIVE_TIMEOUT_MS = ADAPTIVE_SEARCH_TIMEOUT_MS
+DEFAULT_WANTED = 1  # hits after which a walk or a dynamic query stops, unless asked otherwise
 Mode = Literal["flood", "walk", "dynamic"]
 AUTO_MODE: Mode = "walk"
 """What `mode=auto` runs: the simulator's best at 10,000 peers (docs/scale.md)."""
@@ -95,7 +96,7 @@ LocalSearch = Callable[[str, int], Coroutine[Any, Any, list[FileEntry]]]
 
 
 class Visited:
-    """The peers a query has been to: a 1024-bit Bloom filter that travels with it.
+    """The peers a query has been to: a Bloom filter of VISITED_BITS (4096) that travels with it.
 
     A false positive makes a peer look visited when it was not (a flood skips it, a walk
     prefers another); it never sends a query where it has already been twice.
@@ -157,7 +158,9 @@ class SearchParams:
     """Came from a peer (not a client): decides the metrics' role."""
     mode: Mode = "flood"
     wanted: int = 1000
-    """Hits after which a walk or a dynamic query stops (and the cap on hits returned)."""
+    """Hits after which a walk or a dynamic query stops."""
+    limit: int = 1000
+    """Hits returned at most (`max_results` when asked for, else the peer's cap)."""
     budget: int = DEFAULT_MAX_BUDGET
     """Messages the query may still cost below this peer (requests plus answers)."""
     visited: Visited = field(default_factory=Visited)
@@ -218,6 +221,9 @@ class SearchPolicy:
         if mode == "flood":
             ttl = min(self.default_ttl if request.ttl is None else request.ttl, self.max_ttl)
             budget = self.max_budget if request.budget is None else request.budget
+        elif mode == "dynamic":  # its widenings are floods: the flood's clamp
+            ttl = min(self.max_ttl if request.ttl is None else request.ttl, self.max_ttl)
+            budget = self.default_budget if request.budget is None else request.budget
         else:
             ttl = min(self.walk_ttl if request.ttl is None else request.ttl, self.max_walk_ttl)
             budget = self.default_budget if request.budget is None else request.budget
@@ -240,6 +246,10 @@ class SearchPolicy:
             forwarded=forwarded,
             mode=mode,
             wanted=min(wanted, self.max_results),
+            limit=min(
+                self.max_results if request.max_results is None else request.max_results,
+                self.max_results,
+            ),
             budget=min(budget, self.max_budget),
             visited=Visited.decode(request.visited),
             explain=bool(request.explain),
@@ -531,6 +541,7 @@ class SearchRouter:
             forwarded=True,
             mode=mode,
             wanted=params.wanted,
+            limit=params.wanted,  # what the neighbour is sent as max_results
             budget=budget,
             visited=visited,
             explain=params.explain,
@@ -579,6 +590,7 @@ class SearchRouter:
         except asyncio.CancelledError:  # our asker gave up: so do our forwards
             for task in tasks:
                 task.cancel()
+            got.messages += len(tasks)  # the requests went out
             raise
         for task in pending:
             task.cancel()
@@ -660,7 +672,7 @@ class SearchRouter:
         else:
             await local()
             if params.mode == "walk":
-                await self._waves(params, match, got, deadline)
+                await self._walkers(params, match, got, deadline)
             else:
                 await self._dynamic(params, match, got, deadline)
 
@@ -668,7 +680,7 @@ class SearchRouter:
             got.failed.pop(peer_id, None)
         merged = list(got.hits.values())
         truncated = got.truncated
-        cap = min(self.max_results, params.wanted) if params.mode != "flood" else self.max_results
+        cap = min(self.max_results, params.limit)
         if len(merged) > cap:
             merged, truncated = merged[:cap], True
         took = clock() - started
@@ -705,24 +717,52 @@ class SearchRouter:
     def _spent(self, params: SearchParams, got: _Gathered) -> SearchParams:
         return replace(params, budget=max(params.budget - got.messages, 0), visited=got.visited)
 
-    async def _waves(
+    async def _walkers(
         self, params: SearchParams, match: QueryMatch, got: _Gathered, deadline: float
     ) -> None:
-        """Walkers in waves: each wave checks back (its walkers' answers) before the next."""
-        clock = asyncio.get_running_loop().time
-        walkers = max(params.fanout, 1)
-        while len(got.hits) < params.wanted and deadline - clock() > MIN_FORWARD_BUDGET_S:
-            now = self._spent(params, got)
-            if now.budget < FORWARD_COST:
-                break
-            sends = self._walk_step(now, match, got, walkers)
-            if not sends:
-                break
-            before = got.messages
-            await self._send(sends, deadline, got)
-            if got.messages == before:
-                break
-            walkers *= WAVE_GROWTH
+        """Walkers that check back: each one's answer comes back here and, while hits are
+        short, one that found something is replaced by one new walker and one that found
+        nothing by WALK_GROWTH (they avoid every peer any walker has
+        been to), as long as budget and time remain. When
+        enough is in, the walkers still out are called back."""
+        loop = asyncio.get_running_loop()
+        running: dict[asyncio.Task[bool], int] = {}  # a walker -> the budget it holds
+        per_walker = FORWARD_COST * (params.ttl + 3)
+
+        async def walk(send: tuple[Peer, SearchParams]) -> bool:
+            before = len(got.hits)
+            await self._send([send], deadline, got)
+            return len(got.hits) > before
+
+        def launch(n: int) -> None:
+            left = params.budget - got.messages - sum(running.values())
+            n = min(n, left // FORWARD_COST)
+            if n <= 0 or deadline - loop.time() - WALK_HOP_MARGIN_S < MIN_FORWARD_BUDGET_S:
+                return  # (so every walker launched is sent: the loop below always ends)
+            now = replace(
+                params, budget=min(left, n * per_walker), visited=Visited(got.visited.bits)
+            )
+            for send in self._walk_step(now, match, got, n):
+                got.visited.add(send[0].peer_id)  # the next walker goes elsewhere
+                running[asyncio.create_task(walk(send))] = send[1].budget + FORWARD_COST
+
+        launch(max(params.fanout, 1))
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                more = 0
+                for task in done:
+                    del running[task]
+                    more += 1 if task.result() else WALK_GROWTH
+                if len(got.hits) >= params.wanted:
+                    break
+                launch(more)
+        finally:
+            # Enough is in (or we are cancelled ourselves): call the others back. Hanging
+            # up on a walker's request stops it, hop by hop (routers/search.py).
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _dynamic(
         self, params: SearchParams, match: QueryMatch, got: _Gathered, deadline: float
@@ -735,13 +775,22 @@ class SearchRouter:
         probe = replace(params, ttl=min(params.ttl, 2), mode="flood")
         await self._send(self._flood_step(probe, match, got), deadline, got)
         order = self._pick(self._candidates(params, _Gathered(Visited(), False))[0], 64)
-        for peer in order:
+        for step, peer in enumerate(order, 1):
             if len(got.hits) >= params.wanted or deadline - clock() <= MIN_FORWARD_BUDGET_S:
                 break
-            now = replace(self._spent(params, got), mode="flood", fanout=params.fanout)
+            # Each widening is a query of its own (the probe may have reached this neighbour
+            # and its neighbours, which would take it for a copy and not forward it), but
+            # it skips every peer the query has been to.
+            now = replace(
+                self._spent(params, got), mode="flood", query_id=_phase_id(params.query_id, step)
+            )
             if now.budget < FORWARD_COST:
                 break
             sends = self._children(now, [peer], params.ttl - 1, now.budget - FORWARD_COST, "flood")
-            # The neighbour itself may have been probed: send anyway, its subtree is new.
-            sends = [(p, replace(c, visited=got.visited.with_([self.peer_id]))) for p, c in sends]
             await self._send(sends, deadline, got)
+
+
+def _phase_id(query_id: str, step: int) -> str:
+    """The id of the `step`th widening of a dynamic query."""
+    suffix = f"-{step}"
+    return query_id[: 64 - len(suffix)] + suffix

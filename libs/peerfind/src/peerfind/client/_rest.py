@@ -11,6 +11,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from peerfind.api import (
+    ADAPTIVE_SEARCH_TIMEOUT_MS,
     BootstrapResponse,
     FileInfo,
     FilesResponse,
@@ -146,9 +147,10 @@ class PeerClient:
 
     async def send_search(self, request: SearchRequest) -> SearchResponse:
         """`GET /search` with a request already built (by `search_request`, say)."""
-        deadline_ms = (
-            DEFAULT_SEARCH_TIMEOUT_MS if request.timeout_ms is None else request.timeout_ms
-        )
+        deadline_ms = request.timeout_ms
+        if deadline_ms is None:  # the peer's default for the mode (auto may walk)
+            flood = request.mode == "flood"
+            deadline_ms = DEFAULT_SEARCH_TIMEOUT_MS if flood else ADAPTIVE_SEARCH_TIMEOUT_MS
         wait_s = max(self.timeout, deadline_ms / 1000) + SEARCH_MARGIN_S
         return await self._call(
             "GET", "/search", SearchResponse, params=request.to_params(), budget_s=wait_s

@@ -19,6 +19,10 @@ from peerfind.tls import TlsFiles
 __all__ = ["choose_owner", "download_from", "locate", "resolve_transfer_address", "upload_to"]
 
 
+LOCATE_HITS = 16
+"""Hits a search for a file to download asks for before it stops."""
+
+
 async def locate(
     peer_url: str,
     name: str,
@@ -34,7 +38,10 @@ async def locate(
     Raises FileNotLocated when no peer in reach holds the name.
     """
     async with PeerClient(peer_url, tls=tls, http=http) as peer:
-        found = await peer.search(name, fanout=fanout, timeout_ms=timeout_ms)
+        # Several owners, not the first: a multi-source download wants them all.
+        found = await peer.search(
+            name, fanout=fanout, timeout_ms=timeout_ms, max_results=LOCATE_HITS
+        )
     hits: list[SearchHit] = []
     seen: set[tuple[str, str]] = set()
     for hit in found.hits:

@@ -1,4 +1,4 @@
-"""GET /search: local lookup, then a bounded flood to neighbours.
+"""GET /search: local lookup, then forwards as the query's mode decides.
 
 The hottest route of a peer (every search reaches it once per peer on its way), so
 it reads its query string in one pass: `peerfind.api.SearchRequest` validates every
@@ -10,6 +10,8 @@ have written.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -39,6 +41,27 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
+async def _hung_up(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_hung_up(
+    request: Request, search: Coroutine[Any, Any, SearchResponse]
+) -> SearchResponse | None:
+    """`search`'s answer, or None (and `search` cancelled) if the client hangs up first."""
+    task = asyncio.ensure_future(search)
+    watch = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(watch, task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
 def read_search_request(request: Request) -> SearchRequest:
     """The query string as a SearchRequest; a 422 naming the parameter when invalid."""
     try:
@@ -66,7 +89,15 @@ async def search(request: Request) -> Response:
     if args.is_forwarded:  # peers only: the token first, then the peers' rate budget
         check_peer_token(request, node)
     check_rate_limit(request, node, forwarded=args.is_forwarded)
-    answer = await node.router.search(node.search_policy.params(args))
+    params = node.search_policy.params(args)
+    if params.mode == "walk" and params.forwarded:
+        # A walker is called back by hanging up on it: stop walking when our asker does.
+        found = await _unless_hung_up(request, node.router.search(params))
+        if found is None:
+            return Response(status_code=499)  # nobody is listening (nginx's "closed")
+        answer = found
+    else:
+        answer = await node.router.search(params)
     # The same JSON FastAPI would write for `response_model=SearchResponse`, without
     # validating our own answer a second time (docs/benchmarks.md, "search path").
     return Response(answer.model_dump_json(), media_type="application/json")
