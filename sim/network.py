@@ -289,10 +289,10 @@ class SimNetwork:
         )
         return peer.membership
 
-    async def publish_summaries(self, rounds: int = 2) -> None:
-        """Every peer builds its summary, then fetches its neighbours' `rounds` times (the
-        second round brings the merged filters, which need the first)."""
-        for peer in self.peers:
+    async def publish_summaries(self, rounds: int = 2, *, rebuild: bool = True) -> None:
+        """Every peer builds its summary (`rebuild`), then fetches its neighbours' `rounds`
+        times (the second round brings the merged filters, which need the first)."""
+        for peer in self.peers if rebuild else ():
             assert peer.summaries is not None
             peer.summaries.set_names(peer.files)
         for _ in range(rounds):

@@ -90,9 +90,13 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
     hops: list[int] = []
     reached: list[int] = []
     partial = 0
+    # Summaries as real peers would hold them (they refetch every 2 s): an earlier case's
+    # failures changed some views, and each churn epoch takes peers down.
+    await net.publish_summaries(rebuild=False)
     for q in range(case.queries):
         if case.churn and q % per_epoch == 0:
             net.down = set(rng.sample(range(n), round(case.churn * n)))
+            await net.publish_summaries(rebuild=False)
         up = [i for i in range(n) if i not in net.down] if net.down else None
         entry = net.peers[rng.choice(up) if up is not None else rng.randrange(n)]
         name = pick()
@@ -125,6 +129,8 @@ async def run_case(world: World, case: Case) -> tuple[dict[str, Any], list[int]]
         reached.append(len(answer.peers_answered))
         partial += answer.partial
     net.down = set()
+    if case.churn:
+        await net.publish_summaries(rebuild=False)
     last = net.last_params
     resolved = (
         {

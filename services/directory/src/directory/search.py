@@ -85,6 +85,8 @@ FORWARD_COST = 2  # messages: the request and its answer
 DEFAULT_BUDGET = 512  # messages a walk or a dynamic query may cost, unless asked otherwise
 DEFAULT_MAX_BUDGET = 4096  # the clamp for every mode (the largest flood of docs/scale.md fits)
 DEFAULT_ADAPTIVE_TIMEOUT_MS = ADAPTIVE_SEARCH_TIMEOUT_MS
+# A dynamic query widens to the flood's default TTL plus the two hops summaries see.
+DYNAMIC_EXTRA_TTL = 2
 DEFAULT_WANTED = 1  # hits after which a walk or a dynamic query stops, unless asked otherwise
 Mode = Literal["flood", "walk", "dynamic"]
 AUTO_MODE: Mode = "walk"
@@ -222,7 +224,8 @@ class SearchPolicy:
             ttl = min(self.default_ttl if request.ttl is None else request.ttl, self.max_ttl)
             budget = self.max_budget if request.budget is None else request.budget
         elif mode == "dynamic":  # its widenings are floods: the flood's clamp
-            ttl = min(self.max_ttl if request.ttl is None else request.ttl, self.max_ttl)
+            ttl = self.default_ttl + DYNAMIC_EXTRA_TTL if request.ttl is None else request.ttl
+            ttl = min(ttl, self.max_ttl)
             budget = self.default_budget if request.budget is None else request.budget
         else:
             ttl = min(self.walk_ttl if request.ttl is None else request.ttl, self.max_walk_ttl)
