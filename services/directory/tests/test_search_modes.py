@@ -269,3 +269,17 @@ async def test_dynamic_widens_through_a_neighbour_its_probe_already_reached() ->
     answer = await net.search("p1", "far-away", mode="dynamic", ttl=5, wanted=2, budget=100)
     assert sorted(h.peer_id for h in answer.hits) == ["p3", "p6"]
     assert [t for s, t, _ in net.calls if s == "p1"] == ["p2", "p2"]  # the probe, then wider
+
+
+async def test_a_walk_for_a_missing_file_on_a_small_network_stops_when_it_runs_out_of_ground() -> (
+    None
+):
+    files = {"p1": ["a.txt"], "p2": ["b.txt"], "p3": ["c.txt"]}
+    links = {"p1": ["p2", "p3"], "p2": ["p1", "p3"], "p3": ["p1", "p2"]}
+    net = Net(files, links)
+    await net.publish()
+    answer = await net.search("p1", "absent", mode="walk", ttl=10, wanted=1, budget=512)
+    assert answer.hits == []
+    # Two walkers, then two more through the visited neighbours, which have nowhere new
+    # to go: four forwards, not the budget's 256.
+    assert len(net.calls) == 4 and answer.messages == 8

@@ -505,10 +505,18 @@ class SearchRouter:
         return self._children(params, chosen, left, budget, "flood")
 
     def _walk_step(
-        self, params: SearchParams, match: QueryMatch, got: _Gathered, walkers: int
+        self,
+        params: SearchParams,
+        match: QueryMatch,
+        got: _Gathered,
+        walkers: int,
+        *,
+        entry: bool = False,
     ) -> list[tuple[Peer, SearchParams]]:
         """Where `walkers` walkers go from here: to neighbours that hold a match if any (and
-        stop there), else towards ones that have a match nearby, else at random."""
+        stop there), else towards ones that have a match nearby, else at random, never
+        where the query has been; only new walkers leaving the entry pass through visited
+        neighbours (to reach past them), a walker on its way stops instead."""
         if params.ttl <= 0:
             return []
         fresh, seen = self._candidates(params, got)
@@ -520,7 +528,7 @@ class SearchRouter:
             rest = [p for p in fresh if p not in near]
             chosen = self._pick(near, walkers)
             chosen += self._pick(rest, walkers - len(chosen))
-            if len(chosen) < walkers:  # nowhere new: pass through where we have been
+            if len(chosen) < walkers and entry:  # past where the others have been
                 chosen += self._pick(seen, walkers - len(chosen))
             left = params.ttl - 1
         got.skip([p for p in fresh + seen if p not in chosen], "not_chosen")
@@ -560,6 +568,7 @@ class SearchRouter:
         got: _Gathered,
         *,
         started: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        answers: list[SearchResponse] | None = None,
     ) -> int:
         """Forward to every (peer, params) at once and merge what comes back by `deadline`;
         how many answered."""
@@ -608,7 +617,10 @@ class SearchRouter:
                 self.events.forward_failed()
                 continue
             self.table.mark_alive(peer.peer_id)
-            got.take(task.result())
+            answer = task.result()
+            got.take(answer)
+            if answers is not None:
+                answers.append(answer)
             answered += 1
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
@@ -729,13 +741,21 @@ class SearchRouter:
         been to), as long as budget and time remain. When
         enough is in, the walkers still out are called back."""
         loop = asyncio.get_running_loop()
-        running: dict[asyncio.Task[bool], int] = {}  # a walker -> the budget it holds
+        running: dict[asyncio.Task[int], int] = {}  # a walker -> the budget it holds
         per_walker = FORWARD_COST * (params.ttl + 3)
 
-        async def walk(send: tuple[Peer, SearchParams]) -> bool:
-            before = len(got.hits)
-            await self._send([send], deadline, got)
-            return len(got.hits) > before
+        async def walk(send: tuple[Peer, SearchParams]) -> int:
+            """How many walkers go out in its place: 1 after a hit (or a failed neighbour),
+            WALK_GROWTH after new ground without one, 0 after none (a walker that passed
+            through a visited neighbour and found nothing new there: the region is spent)."""
+            answers: list[SearchResponse] = []
+            await self._send([send], deadline, got, answers=answers)
+            if not answers:
+                return 1
+            answer = answers[0]
+            if answer.hits:
+                return 1
+            return WALK_GROWTH if answer.messages or not answer.duplicate else 0
 
         def launch(n: int) -> None:
             left = params.budget - got.messages - sum(running.values())
@@ -745,7 +765,7 @@ class SearchRouter:
             now = replace(
                 params, budget=min(left, n * per_walker), visited=Visited(got.visited.bits)
             )
-            for send in self._walk_step(now, match, got, n):
+            for send in self._walk_step(now, match, got, n, entry=True):
                 got.visited.add(send[0].peer_id)  # the next walker goes elsewhere
                 running[asyncio.create_task(walk(send))] = send[1].budget + FORWARD_COST
 
@@ -756,7 +776,7 @@ class SearchRouter:
                 more = 0
                 for task in done:
                     del running[task]
-                    more += 1 if task.result() else WALK_GROWTH
+                    more += task.result()
                 if len(got.hits) >= params.wanted:
                     break
                 launch(more)
