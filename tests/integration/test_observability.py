@@ -172,31 +172,45 @@ def test_every_process_exports_build_info_and_the_default_collectors(stack: Stac
 # -- counters moving by what the test did --------------------------------------------
 
 
-def test_search_counters_without_flooding(stack: Stack) -> None:
-    """ttl=1: peer1 asks both neighbours, who answer without forwarding further."""
+def wait_for_summaries(stack: Stack) -> None:
+    """Until peer1 holds peer2's routing summary (peer2 has no hello3: a one-hop query
+    for it skips peer2)."""
+
+    def ruled_out() -> bool:
+        body = search(stack, "peer1", query="hello3", mode="flood", ttl=1, explain=True)
+        skipped = body["trace"]["skipped"]
+        return {"peer_id": "peer2", "reason": "summary_miss"} in skipped
+
+    wait_for(ruled_out, SEEN_S, step_s=0.5, what="peer1 to hold peer2's summary")
+
+
+def test_search_counters_of_one_hop_pruned_by_summaries(stack: Stack) -> None:
+    """A flood with ttl=1: peer1 asks only peer3, whose routing summary says it may hold
+    hello3 (peer2's rules it out); peer3 answers without forwarding further."""
     n = 4
     searches = 'peerfind_directory_searches_received_total{peer="%s", role="%s"}'
     answered = 'peerfind_directory_searches_answered_total{peer="%s", role="%s", outcome="%s"}'
+    messages = 'peerfind_directory_search_messages_%s{peer="peer1", mode="flood"}'
+    wait_for_summaries(stack)
 
     def act() -> None:
         for _ in range(n):
-            body = search(stack, "peer1", query="hello3", fanout=2, ttl=1)
+            body = search(stack, "peer1", query="hello3", mode="flood", fanout=2, ttl=1)
             assert [h["peer_id"] for h in body["hits"]] == ["peer3"]
-            assert body["partial"] is False
+            assert body["partial"] is False and body["messages"] == 2
 
     assert_moves(
         stack,
         act,
         {
             f"sum({searches % ('peer1', 'entry')})": n,
-            f"sum({searches % ('peer2', 'forwarded')})": n,
+            f"sum({searches % ('peer2', 'forwarded')})": 0,
             f"sum({searches % ('peer3', 'forwarded')})": n,
             f"sum({searches % ('peer1', 'forwarded')})": 0,
             f"sum({answered % ('peer1', 'entry', 'complete')})": n,
-            f"sum({answered % ('peer2', 'forwarded', 'complete')})": n,
             f"sum({answered % ('peer3', 'forwarded', 'complete')})": n,
             'sum(peerfind_directory_searches_answered_total{outcome="partial"})': 0,
-            'sum(peerfind_directory_search_forwards_total{peer="peer1"})': 2 * n,
+            'sum(peerfind_directory_search_forwards_total{peer="peer1"})': n,
             'sum(peerfind_directory_search_forwards_total{peer=~"peer2|peer3"})': 0,
             "sum(peerfind_directory_search_forward_failures_total)": 0,
             "sum(peerfind_directory_search_duplicates_total)": 0,
@@ -207,26 +221,32 @@ def test_search_counters_without_flooding(stack: Stack) -> None:
             'sum(peerfind_directory_search_duration_seconds_count{peer="peer1", role="entry"})': n,
             'sum(peerfind_directory_search_peers_failed_count{peer="peer1"})': n,
             "sum(peerfind_directory_search_peers_failed_sum)": 0,
-            # the client's n requests to peer1 plus peer1's 2n forwards
-            'sum(peerfind_directory_http_requests_total{route="/search", status="200"})': 3 * n,
+            # one forward each: its request and its answer
+            f"sum({messages % 'count'})": n,
+            f"sum({messages % 'sum'})": 2 * n,
+            'sum(peerfind_directory_search_messages_count{mode=~"walk|dynamic"})': 0,
+            # the client's n requests to peer1 plus peer1's n forwards
+            'sum(peerfind_directory_http_requests_total{route="/search", status="200"})': 2 * n,
             'sum(peerfind_directory_http_requests_total{peer="peer1", route="/search", '
             'method="GET", status="200"})': n,
         },
     )
 
 
-def test_search_counters_of_a_flood_with_duplicates(stack: Stack) -> None:
-    """Default ttl (3) in a triangle: peer1 forwards to both neighbours and each of them,
-    on first sight, forwards once more to the one peer that is not its sender; those
-    two forwards reach a peer that has seen the query already: duplicates, answered from
-    the local index only. Which route wins is a race; the network-wide totals are not."""
+def test_search_counters_of_a_flood_and_of_a_duplicate(stack: Stack) -> None:
+    """Default ttl (3) in a triangle: peer1 forwards to both neighbours, and the query
+    carries both in its visited filter, so neither asks the other. A query id seen again
+    (sent to peer2 twice here) is a duplicate: answered from the local index only."""
     n = 3
 
     def act() -> None:
         for _ in range(n):
-            body = search(stack, "peer1", query="hello3", fanout=2)
+            body = search(stack, "peer1", query="hello3", mode="flood", fanout=2)
             assert [h["peer_id"] for h in body["hits"]] == ["peer3"]
             assert body["partial"] is False
+        again = {"query": "hello3", "qid": "observability-dup", "sender": "peer1", "ttl": 0}
+        assert search(stack, "peer2", **again)["duplicate"] is False
+        assert search(stack, "peer2", **again)["duplicate"] is True
         bad = httpx.get(
             f"{stack.net['peer1'].spec.url}/search", params={"query": ""}, trust_env=False
         )
@@ -237,22 +257,55 @@ def test_search_counters_of_a_flood_with_duplicates(stack: Stack) -> None:
         act,
         {
             'sum(peerfind_directory_searches_received_total{peer="peer1", role="entry"})': n,
-            'sum(peerfind_directory_searches_received_total{role="forwarded"})': 4 * n,
-            "sum(peerfind_directory_search_forwards_total)": 4 * n,
+            'sum(peerfind_directory_searches_received_total{role="forwarded"})': 2 * n + 2,
+            "sum(peerfind_directory_search_forwards_total)": 2 * n,
             'sum(peerfind_directory_search_forwards_total{peer="peer1"})': 2 * n,
-            "sum(peerfind_directory_search_duplicates_total)": 2 * n,
+            "sum(peerfind_directory_search_duplicates_total)": 1,
+            'sum(peerfind_directory_search_duplicates_total{peer="peer2"})': 1,
             # duplicates are answered too (from the local index, never forwarded)
-            'sum(peerfind_directory_searches_answered_total{role="forwarded"})': 4 * n,
+            'sum(peerfind_directory_searches_answered_total{role="forwarded"})': 2 * n + 2,
             'sum(peerfind_directory_searches_answered_total{peer="peer1", role="entry", '
             'outcome="complete"})': n,
             'sum(peerfind_directory_searches_answered_total{outcome="partial"})': 0,
             'sum(peerfind_directory_search_hits_total{peer="peer1"})': n,
             "sum(peerfind_directory_search_forward_failures_total)": 0,
-            'sum(peerfind_directory_http_requests_total{route="/search", status="200"})': 5 * n,
+            'sum(peerfind_directory_http_requests_total{route="/search", status="200"})': 3 * n + 2,
             'sum(peerfind_directory_http_requests_total{peer="peer1", route="/search", '
             'status="422"})': 1,
         },
     )
+
+
+def test_summary_series(stack: Stack) -> None:
+    """Every peer built its own summary, took its two neighbours' and refused none; the
+    labelled series exist for every outcome and mode."""
+    prom = stack.prom
+    fetches = 'sum(peerfind_directory_summary_fetches_total{peer="%s", outcome="%s"})'
+    wait_for_summaries(stack)
+
+    def problems() -> list[str]:
+        found = []
+        for peer in PEERS:
+            if prom.scalar(f'sum(peerfind_directory_summary_bits{{peer="{peer}"}})') < 8192:
+                found.append(f"{peer}: no summary bits")
+            rebuilds = f'sum(peerfind_directory_summary_rebuild_seconds_count{{peer="{peer}"}})'
+            if prom.scalar(rebuilds) < 1:
+                found.append(f"{peer}: no rebuild")
+            if prom.scalar(fetches % (peer, "changed")) < 2:
+                found.append(f"{peer}: fewer than two summaries taken")
+        return found
+
+    try:
+        wait_for(lambda: not problems(), SEEN_S, step_s=0.5, what="the summary series")
+    except TimeoutError:
+        raise AssertionError(problems()) from None
+    for peer in PEERS:
+        assert prom.scalar(fetches % (peer, "refused")) == 0, peer
+        series = prom.query(f'peerfind_directory_summary_fetches_total{{peer="{peer}"}}')
+        outcomes = {s["metric"]["outcome"] for s in series}
+        assert outcomes == {"changed", "unchanged", "refused", "failed"}, peer
+        modes = prom.query(f'peerfind_directory_search_messages_count{{peer="{peer}"}}')
+        assert {s["metric"]["mode"] for s in modes} == {"flood", "walk", "dynamic"}, peer
 
 
 def test_transfer_counters(stack: Stack) -> None:

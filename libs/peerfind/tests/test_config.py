@@ -108,6 +108,19 @@ def test_fanout_and_ttl_defaults_clamped(tmp_path: Path) -> None:
     assert (settings.default_fanout, settings.default_ttl) == (3, 2)
 
 
+def test_walk_ttl_and_search_budget_defaults_clamped(tmp_path: Path) -> None:
+    settings = PeerSettings(
+        peer_id="p",
+        shared_dir=tmp_path,
+        state_dir=tmp_path,
+        walk_ttl=12,
+        max_walk_ttl=4,
+        search_budget=1000,
+        max_search_budget=100,
+    )
+    assert (settings.walk_ttl, settings.search_budget) == (4, 100)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ADAPTIVE_SEARCH_TIMEOUT_MS",
     "MAX_BUDGET_PARAM",
+    "DEFAULT_SEARCH_BUDGET",
+    "MAX_SEARCH_BUDGET",
+    "DEFAULT_WALK_TTL",
+    "MAX_WALK_TTL",
     "MAX_FANOUT_PARAM",
     "MAX_OVERLAY_ENTRIES",
     "MAX_OVERLAY_WALK",
@@ -70,6 +74,12 @@ PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """What a peer id looks like, everywhere one is read (health answers, search senders)."""
 QUERY_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 MAX_BUDGET_PARAM = 100000
+DEFAULT_SEARCH_BUDGET = 512
+"""Messages (requests plus answers) a walk or a dynamic query may cost unless asked."""
+MAX_SEARCH_BUDGET = 4096
+"""The clamp on every query's budget (the largest flood of docs/scale.md fits)."""
+DEFAULT_WALK_TTL = 10
+MAX_WALK_TTL = 16
 ADAPTIVE_SEARCH_TIMEOUT_MS = 5000
 """A walk's or a dynamic query's deadline unless one is asked for (a flood's is the peer's
 `search_timeout_ms`): they go on, walker after walker or neighbour after neighbour, until

@@ -23,7 +23,16 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from peerfind.api import PEER_ID_PATTERN, validate_http_url
+from peerfind.api import (
+    DEFAULT_SEARCH_BUDGET,
+    DEFAULT_WALK_TTL,
+    MAX_BUDGET_PARAM,
+    MAX_SEARCH_BUDGET,
+    MAX_TTL_PARAM,
+    MAX_WALK_TTL,
+    PEER_ID_PATTERN,
+    validate_http_url,
+)
 from peerfind.errors import ConfigError, describe_errors
 from peerfind.tls import TlsFiles
 
@@ -86,6 +95,38 @@ class PeerSettings(BaseSettings):
     default_ttl: int = Field(3, ge=0, le=16, description="Hops a search travels by default.")
     max_ttl: int = Field(5, ge=0, le=16, description="Server-side clamp for the hop count.")
     max_results: int = Field(1000, ge=1, le=100000, description="Hits returned per search.")
+    walk_ttl: int = Field(
+        DEFAULT_WALK_TTL,
+        ge=0,
+        le=MAX_TTL_PARAM,
+        description="Hops a walker travels by default (walk, auto).",
+    )
+    max_walk_ttl: int = Field(
+        MAX_WALK_TTL,
+        ge=0,
+        le=MAX_TTL_PARAM,
+        description="Server-side clamp for a walker's hop count.",
+    )
+    search_budget: int = Field(
+        DEFAULT_SEARCH_BUDGET,
+        ge=0,
+        le=MAX_BUDGET_PARAM,
+        description="Messages (requests plus answers) a walk or a dynamic search may cost "
+        "by default.",
+    )
+    max_search_budget: int = Field(
+        MAX_SEARCH_BUDGET,
+        ge=0,
+        le=MAX_BUDGET_PARAM,
+        description="Server-side clamp for the message budget of every search, floods too.",
+    )
+    summary_refresh_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="How often the neighbours' routing summaries are fetched again "
+        "(If-None-Match) and ours is rebuilt if the index changed.",
+    )
     active_view: int = Field(
         6, ge=1, le=64, description="Active view: neighbours searched through and pinged."
     )
@@ -246,6 +287,8 @@ class PeerSettings(BaseSettings):
             raise ValueError("peer_ttl_s must be larger than heartbeat_interval_s")
         self.default_fanout = min(self.default_fanout, self.max_fanout)
         self.default_ttl = min(self.default_ttl, self.max_ttl)
+        self.walk_ttl = min(self.walk_ttl, self.max_walk_ttl)
+        self.search_budget = min(self.search_budget, self.max_search_budget)
         return self
 
     @property

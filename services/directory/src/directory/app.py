@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from directory import metrics
 from directory.errors import install_error_handlers
 from directory.node import Node
-from directory.routers import content, files, health, peers, search
+from directory.routers import content, files, health, peers, search, summary
 from peerfind import __version__
 from peerfind.api import ErrorResponse
 from peerfind.config import PeerSettings
@@ -108,7 +108,7 @@ def create_app(settings: PeerSettings, *, background: bool = False) -> FastAPI:
         responses={422: {"model": ErrorResponse}},
     )
     install_error_handlers(app)
-    for module in (health, peers, files, content, search):
+    for module in (health, peers, files, content, search, summary):
         app.include_router(module.router)
     # Matched before everything else: the hot route, served without FastAPI's wrapping.
     app.router.routes.insert(0, HotRoute("/search", search.search))

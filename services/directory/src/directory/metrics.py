@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from directory.summary import SummaryEvents
 from peerfind.api import OVERLAY_KINDS
 from peerfind.metrics import Children
 
@@ -33,16 +34,25 @@ __all__ = [
     "SEARCH_FORWARDS",
     "SEARCH_FORWARD_FAILURES",
     "SEARCH_HITS",
+    "SEARCH_MESSAGES",
+    "SEARCH_MODES",
     "SEARCH_OUTCOMES",
     "SEARCH_PEERS_FAILED",
     "SEARCH_ROLES",
+    "SUMMARY_BITS",
+    "SUMMARY_FETCHES",
+    "SUMMARY_FETCH_OUTCOMES",
+    "SUMMARY_REBUILD_DURATION",
     "SearchMetrics",
+    "SummaryMetrics",
 ]
 
 SEARCH_ROLES = ("entry", "forwarded")
 SEARCH_OUTCOMES = ("complete", "partial")
 PEER_STATES = ("alive", "suspect", "down")
 CONNECTION_CLOSE_REASONS = ("per_client_cap", "header_timeout")
+SEARCH_MODES = ("flood", "walk", "dynamic")  # what an entry runs (`auto` is one of them)
+SUMMARY_FETCH_OUTCOMES = ("changed", "unchanged", "refused", "failed")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -106,6 +116,29 @@ SEARCH_DURATION = Histogram(
     ["role"],
     buckets=_LATENCY_BUCKETS,
 )
+SEARCH_MESSAGES = Histogram(
+    "peerfind_directory_search_messages",
+    "Messages (requests plus answers) an entry search cost the network, by the mode it ran.",
+    ["mode"],
+    buckets=(0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
+SUMMARY_FETCHES = Counter(
+    "peerfind_directory_summary_fetches_total",
+    "Neighbours' routing summaries fetched (GET /summary with If-None-Match), by outcome: "
+    "changed (a new one taken), unchanged (304), refused (malformed or oversized: the "
+    "neighbour then has none), failed (unreachable, timed out or an error status).",
+    ["outcome"],
+)
+SUMMARY_BITS = Gauge(
+    "peerfind_directory_summary_bits",
+    "Size of this peer's own routing summary (a Bloom filter of its names' trigrams), in bits.",
+)
+SUMMARY_REBUILD_DURATION = Histogram(
+    "peerfind_directory_summary_rebuild_seconds",
+    "Time to rebuild this peer's own routing summary after its index changed (names read "
+    "and filter built).",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 PEERS = Gauge(
     "peerfind_directory_peers",
     "Neighbours (the active view) by state: alive, or suspect after a failed search.",
@@ -153,6 +186,10 @@ for _kind in OVERLAY_KINDS:
         MEMBERSHIP_MESSAGES.labels(kind=_kind, direction=_direction)
 for _view in ("active", "passive"):
     OVERLAY_VIEW.labels(view=_view)
+for _mode in SEARCH_MODES:
+    SEARCH_MESSAGES.labels(mode=_mode)
+for _outcome in SUMMARY_FETCH_OUTCOMES:
+    SUMMARY_FETCHES.labels(outcome=_outcome)
 
 
 class SearchMetrics:
@@ -180,3 +217,17 @@ class SearchMetrics:
         SEARCH_PEERS_FAILED.observe(failed)
         self._duration(role).observe(seconds)
         self._answered(role, outcome).inc()
+
+
+class SummaryMetrics(SummaryEvents):
+    """`summary.SummaryEvents` counted in the series above."""
+
+    def __init__(self) -> None:
+        self._fetched = Children(SUMMARY_FETCHES)
+
+    def fetched(self, outcome: str) -> None:
+        self._fetched(outcome).inc()
+
+    def rebuilt(self, seconds: float, bits: int) -> None:
+        SUMMARY_REBUILD_DURATION.observe(seconds)
+        SUMMARY_BITS.set(bits)

@@ -3,7 +3,8 @@
 Created once per app in the lifespan; routers reach it through `deps.NodeDep`. The
 parts live in their own modules: `transport` (the one HTTP client to peers), `auth`
 (the cluster token), `forwarding` (searches sent on), `membership` + `peercalls`
-(who we know), `search` (the router), `health` (this peer's health).
+(who we know), `search` (the router), `summary` + `summarysync` (routing summaries: ours,
+our neighbours', and the loop that keeps both fresh), `health` (this peer's health).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from directory.auth import PeerAuth
 from directory.forwarding import SearchForwarder
 from directory.health import HealthReport, TransferProbe
 from directory.membership import FilePeerMemory, Membership
-from directory.metrics import SearchMetrics
+from directory.metrics import SearchMetrics, SummaryMetrics
 from directory.peercalls import RestPeerCalls
 from directory.peers import PeerTable
 from directory.ratelimit import RateLimiter
 from directory.search import SearchPolicy, SearchRouter
+from directory.summary import SummaryBook
+from directory.summarysync import SummaryFetcher, SummaryUpkeep
 from directory.transport import PeerHttp
 from directory.urlguard import PeerUrlGuard
 from peerfind.config import PeerSettings
@@ -90,6 +93,20 @@ class Node:
             default_ttl=settings.default_ttl,
             max_ttl=settings.max_ttl,
             default_timeout_ms=settings.search_timeout_ms,
+            walk_ttl=settings.walk_ttl,
+            max_walk_ttl=settings.max_walk_ttl,
+            default_budget=settings.search_budget,
+            max_budget=settings.max_search_budget,
+            max_results=settings.max_results,
+        )
+        self.summaries = SummaryBook(
+            settings.peer_id, SummaryFetcher(self.http, self.auth), events=SummaryMetrics()
+        )
+        self.summary_upkeep = SummaryUpkeep(
+            self.summaries,
+            self.reader,
+            self.table.peers,
+            interval_s=settings.summary_refresh_s,
         )
         self.router = SearchRouter(
             peer_id=settings.peer_id,
@@ -100,6 +117,7 @@ class Node:
             forward=self.forward,
             max_results=settings.max_results,
             events=SearchMetrics(),
+            summaries=self.summaries,
         )
         self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.forward_limiter = RateLimiter(
@@ -108,19 +126,23 @@ class Node:
         )
         self.transfer = TransferProbe(settings)
         self.health = HealthReport(settings, self.reader, self.table, self.transfer)
-        self._background: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._search_pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="search")
         self._search_slots = asyncio.BoundedSemaphore(SEARCH_QUEUE)
 
     def start_background(self) -> None:
-        """Start bootstrap + heartbeat (once the REST server accepts connections)."""
-        if self._background is None:
-            self._background = asyncio.create_task(self.membership.run())
+        """Start bootstrap + heartbeat and the summaries' upkeep (once the REST server
+        accepts connections)."""
+        if not self._background:
+            self._background = [
+                asyncio.create_task(self.membership.run()),
+                asyncio.create_task(self.summary_upkeep.run()),
+            ]
 
     async def close(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
-            await asyncio.gather(self._background, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.membership.close()
         await self.http.close()
         await self.transfer.close()

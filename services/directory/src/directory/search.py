@@ -32,6 +32,10 @@ from directory.peers import Peer, PeerTable
 from directory.summary import QueryMatch, SummaryBook
 from peerfind.api import (
     ADAPTIVE_SEARCH_TIMEOUT_MS,
+    DEFAULT_SEARCH_BUDGET,
+    DEFAULT_WALK_TTL,
+    MAX_SEARCH_BUDGET,
+    MAX_WALK_TTL,
     VISITED_BITS,
     FailedPeer,
     FileInfo,
@@ -82,8 +86,8 @@ WALK_HOP_MARGIN_S = 0.3
 WALK_GROWTH = 2  # walkers sent in place of one that came back with nothing
 WALK_TRIES = 3  # neighbours a walker tries in turn when the one it chose fails
 FORWARD_COST = 2  # messages: the request and its answer
-DEFAULT_BUDGET = 512  # messages a walk or a dynamic query may cost, unless asked otherwise
-DEFAULT_MAX_BUDGET = 4096  # the clamp for every mode (the largest flood of docs/scale.md fits)
+DEFAULT_BUDGET = DEFAULT_SEARCH_BUDGET
+DEFAULT_MAX_BUDGET = MAX_SEARCH_BUDGET
 DEFAULT_ADAPTIVE_TIMEOUT_MS = ADAPTIVE_SEARCH_TIMEOUT_MS
 # A dynamic query widens to the flood's default TTL plus the two hops summaries see.
 DYNAMIC_EXTRA_TTL = 2
@@ -194,8 +198,8 @@ class SearchPolicy:
     default_ttl: int
     max_ttl: int
     default_timeout_ms: int
-    walk_ttl: int = 10
-    max_walk_ttl: int = 16
+    walk_ttl: int = DEFAULT_WALK_TTL
+    max_walk_ttl: int = MAX_WALK_TTL
     default_budget: int = DEFAULT_BUDGET
     max_budget: int = DEFAULT_MAX_BUDGET
     default_wanted: int = DEFAULT_WANTED

@@ -242,8 +242,14 @@ class SummaryBook:
     def set_names(self, names: Iterable[str]) -> None:
         """Rebuild our own filter from the names we share now."""
         started = self._clock()
-        self.own = Bloom.of(names)
-        self.events.rebuilt(self._clock() - started, self.own.bits)
+        own = Bloom.of(names)
+        self.set_own(own, self._clock() - started)
+
+    def set_own(self, own: Bloom, seconds: float) -> None:
+        """Take our own filter built elsewhere (`Bloom.of` of a large share is best built
+        on a worker thread), `seconds` being what building it took."""
+        self.own = own
+        self.events.rebuilt(seconds, own.bits)
         self._publish()
 
     def _publish(self) -> None:

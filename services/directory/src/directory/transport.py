@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
     "KEEPALIVE_EXPIRY_S",
     "MAX_CONNECTIONS_PER_PEER",
+    "AnswerTooLarge",
     "PeerAnswer",
     "PeerCallError",
     "PeerHttp",
@@ -56,6 +57,10 @@ class RequestOptions(TypedDict, total=False):
 
 class PeerCallError(Exception):
     """A call to a peer failed: unreachable, timed out, or an answer we refuse."""
+
+
+class AnswerTooLarge(PeerCallError):
+    """The peer's answer is larger than the call's `max_bytes`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +164,10 @@ class PeerHttp:
     async def _read(response: aiohttp.ClientResponse, cap: int) -> bytes:
         declared = response.content_length
         if declared is not None and declared > cap:
-            raise PeerCallError(f"answer of {declared} bytes is too large")
+            raise AnswerTooLarge(f"answer of {declared} bytes is too large")
         body = bytearray()
         async for data in response.content.iter_any():
             body += data
             if len(body) > cap:
-                raise PeerCallError(f"answer larger than {cap} bytes")
+                raise AnswerTooLarge(f"answer larger than {cap} bytes")
         return bytes(body)

@@ -18,12 +18,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from directory import metrics
 from directory.deps import check_peer_token, check_rate_limit, node_of
 from peerfind.api import ErrorResponse, SearchRequest, SearchResponse
+from peerfind.metrics import Children
 
 __all__ = ["read_search_request", "router"]
 
 router = APIRouter(tags=["search"])
+_SEARCH_MESSAGES = Children(metrics.SEARCH_MESSAGES)
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -98,6 +101,8 @@ async def search(request: Request) -> Response:
         answer = found
     else:
         answer = await node.router.search(params)
+    if not args.is_forwarded:  # what a client's search cost the network, by mode
+        _SEARCH_MESSAGES(answer.mode).observe(answer.messages)
     # The same JSON FastAPI would write for `response_model=SearchResponse`, without
     # validating our own answer a second time (docs/benchmarks.md, "search path").
     return Response(answer.model_dump_json(), media_type="application/json")
