@@ -22,9 +22,16 @@ def test_quick_run_writes_every_figure_and_the_charts(tmp_path: Path) -> None:
     runs = result["runs"]
     assert runs and all(run.keys() >= REQUIRED for run in runs)
     assert {r["topology"] for r in runs} == set(TOPOLOGIES)
-    assert {r["churn"] for r in runs} == {0.0, 0.1, 0.3}
+    assert {r["churn"] for r in runs} == {0.0, 0.1, 0.2, 0.3}
     assert {r["replication"] for r in runs} == {0.001, 0.01, 0.1}
     assert any(r["group"] == "grid" for r in runs)
+    groups = {r["group"] for r in runs}
+    assert {"adaptive", "modes", "load"} <= groups
+    assert {r["resolved"]["mode"] for r in runs if r["mode"] == "auto"} == {"walk"}
+    assert not any(r["summaries"] for r in runs if r["group"] == "grid")  # the baseline
+    from sim.report import tables
+
+    assert "met" in tables(result)["sim-goals"]  # the goals table renders from a run
     assert all(0 <= r["success_rate"] <= 1 and 0 <= r["recall"] <= 1 for r in runs)
     assert {w["topology"] for w in result["worlds"]} == set(TOPOLOGIES)
     overlay = result["overlay"]
