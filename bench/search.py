@@ -140,7 +140,7 @@ def run(ctx: Context) -> list[Result]:
     specs = loopback_specs(root, PEER_HOSTS, shared, PEER_SETTINGS)
     net = Devnet(root, specs)
     sequential_n, duration, rounds = (100, 2.0, 1) if ctx.quick else (400, 5.0, 3)
-    ours_target = f"/search?query={QUERY}&fanout=2&ttl=1"
+    ours_target = f"/search?query={QUERY}&fanout=2&ttl=1&mode=flood"
     ref_target = f"/search?query={QUERY}"
     with net.running():
         entry = net.peers["peer1"].spec

@@ -283,3 +283,11 @@ async def test_a_walk_for_a_missing_file_on_a_small_network_stops_when_it_runs_o
     # Two walkers, then two more through the visited neighbours, which have nowhere new
     # to go: four forwards, not the budget's 256.
     assert len(net.calls) == 4 and answer.messages == 8
+
+
+async def test_fanout_zero_is_this_peer_only_in_every_mode() -> None:
+    for mode in ("flood", "walk", "dynamic"):
+        net = Net(*line(3))
+        await net.publish()
+        answer = await net.search("p1", "junk", mode=mode, fanout=0, wanted=5, budget=100)
+        assert [h.peer_id for h in answer.hits] == ["p1"] and net.calls == [], mode

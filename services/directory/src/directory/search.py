@@ -773,7 +773,7 @@ class SearchRouter:
                 got.visited.add(send[0].peer_id)  # the next walker goes elsewhere
                 running[asyncio.create_task(walk(send))] = send[1].budget + FORWARD_COST
 
-        launch(max(params.fanout, 1))
+        launch(params.fanout)  # fanout 0: this peer only, as in every mode
         try:
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -797,7 +797,7 @@ class SearchRouter:
         """Gnutella's dynamic query on summaries: a probe where they match, then one
         neighbour at a time, flooded to `ttl` hops, until `wanted` hits are in."""
         clock = asyncio.get_running_loop().time
-        if len(got.hits) >= params.wanted:
+        if len(got.hits) >= params.wanted or params.fanout == 0:  # fanout 0: this peer only
             return
         probe = replace(params, ttl=min(params.ttl, 2), mode="flood")
         await self._send(self._flood_step(probe, match, got), deadline, got)
