@@ -511,3 +511,24 @@ async def test_tls_and_a_shared_http_client_do_not_mix(directory: Any, pki: Pki)
     async with httpx.AsyncClient() as http:
         with pytest.raises(ClientError, match="not both"):
             PeerClient(directory.url, tls=pki.ca_only, http=http)
+
+
+async def test_search_sends_the_mode_the_budget_and_explain(directory: Any) -> None:
+    async with PeerClient(directory.url) as peer:
+        await peer.search("hello", mode="walk", max_results=3, budget=200, explain=True)
+        await peer.search("hello")
+    assert directory.state.requests[-2][2] == {
+        "query": "hello",
+        "mode": "walk",
+        "max_results": "3",
+        "budget": "200",
+        "explain": "true",
+    }
+    assert directory.state.requests[-1][2] == {"query": "hello"}  # the peer's defaults
+
+
+def test_a_bad_search_parameter_is_a_client_error() -> None:
+    from peerfind.client import search_request
+
+    with pytest.raises(ClientError, match="^invalid search: budget"):
+        search_request("x", budget=-1)
