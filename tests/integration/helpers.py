@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -60,6 +61,10 @@ def build_specs(
 
 
 def get(url: str, **params: Any) -> Any:
+    """GET `url`; a search floods unless the test names a mode: these tests hold the flood's
+    reach (every peer within fanout and TTL), test_adaptive_search.py the other modes."""
+    if urlsplit(url).path == "/search":
+        params.setdefault("mode", "flood")
     response = httpx.get(url, params=params, timeout=10, trust_env=False)
     assert response.status_code == 200, response.text
     return response.json()

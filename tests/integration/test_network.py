@@ -194,7 +194,8 @@ def test_twenty_concurrent_searches_and_downloads(network: Devnet) -> None:
     size = (owner.shared_dir / "media" / "video3.mp4").stat().st_size
 
     async def search(client: httpx.AsyncClient) -> int:
-        response = await client.get(f"{entry}/search", params={"query": "hello", "fanout": 2})
+        params = {"query": "hello", "fanout": 2, "mode": "flood"}
+        response = await client.get(f"{entry}/search", params=params)
         response.raise_for_status()
         return len({h["peer_id"] for h in response.json()["hits"]})
 

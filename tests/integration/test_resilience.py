@@ -49,6 +49,7 @@ def known_peers(url: str) -> set[str]:
 
 def timed_search(url: str, **params: Any) -> tuple[float, dict[str, Any]]:
     """One search; (seconds it took as the client saw it, body). Fails on any non-200."""
+    params.setdefault("mode", "flood")  # the flood's deadlines and reach, as get() does
     started = time.monotonic()
     response = httpx.get(f"{url}/search", params=params, timeout=30, trust_env=False)
     elapsed = time.monotonic() - started
@@ -612,7 +613,12 @@ class SearchLoad:
             try:
                 response = httpx.get(
                     f"{url}/search",
-                    params={"query": "hello", "fanout": 2, "timeout_ms": self.timeout_ms},
+                    params={
+                        "query": "hello",
+                        "fanout": 2,
+                        "timeout_ms": self.timeout_ms,
+                        "mode": "flood",
+                    },
                     timeout=10,
                     trust_env=False,
                 )

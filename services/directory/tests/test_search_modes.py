@@ -291,3 +291,18 @@ async def test_fanout_zero_is_this_peer_only_in_every_mode() -> None:
         await net.publish()
         answer = await net.search("p1", "junk", mode=mode, fanout=0, wanted=5, budget=100)
         assert [h.peer_id for h in answer.hits] == ["p1"] and net.calls == [], mode
+
+
+async def test_a_neighbour_that_sends_no_trace_is_a_leaf_of_the_tree() -> None:
+    net = Net({"p1": [], "p2": ["old.txt"]}, {"p1": ["p2"]})
+    inner = net.routers["p1"].forward
+
+    async def older_peer(peer: Peer, params: SearchParams) -> SearchResponse:
+        answer = await inner(peer, params)
+        return answer.model_copy(update={"trace": None})
+
+    net.routers["p1"].forward = older_peer
+    answer = await net.search("p1", "old", mode="flood", ttl=1)
+    assert answer.trace is not None
+    (leaf,) = answer.trace.children
+    assert (leaf.peer_id, leaf.ttl, leaf.hits, leaf.children) == ("p2", 0, 1, [])

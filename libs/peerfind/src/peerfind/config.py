@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from peerfind.api import (
+    ADAPTIVE_SEARCH_TIMEOUT_MS,
     DEFAULT_SEARCH_BUDGET,
     DEFAULT_WALK_TTL,
     MAX_BUDGET_PARAM,
@@ -89,7 +90,15 @@ class PeerSettings(BaseSettings):
     bootstrap_retry_s: float = Field(
         10.0, gt=0, le=3600, description="Re-bootstrap through the friends while isolated."
     )
-    search_timeout_ms: int = Field(2000, ge=50, le=60000, description="Default search deadline.")
+    search_timeout_ms: int = Field(
+        2000, ge=50, le=60000, description="Default deadline of a flood search."
+    )
+    adaptive_search_timeout_ms: int = Field(
+        ADAPTIVE_SEARCH_TIMEOUT_MS,
+        ge=50,
+        le=60000,
+        description="Default deadline of a walk or dynamic search (and of auto).",
+    )
     default_fanout: int = Field(2, ge=0, le=32, description="Neighbours a search goes to.")
     max_fanout: int = Field(8, ge=0, le=32, description="Server-side clamp for fanout.")
     default_ttl: int = Field(3, ge=0, le=16, description="Hops a search travels by default.")

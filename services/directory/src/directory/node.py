@@ -93,6 +93,7 @@ class Node:
             default_ttl=settings.default_ttl,
             max_ttl=settings.max_ttl,
             default_timeout_ms=settings.search_timeout_ms,
+            adaptive_timeout_ms=settings.adaptive_search_timeout_ms,
             walk_ttl=settings.walk_ttl,
             max_walk_ttl=settings.max_walk_ttl,
             default_budget=settings.search_budget,

@@ -374,7 +374,7 @@ class _Gathered:
         if self.explain:
             self.skipped.extend(Skipped(peer_id=p.peer_id, reason=reason) for p in peers)
 
-    def take(self, answer: SearchResponse) -> None:
+    def take(self, answer: SearchResponse, child: SearchParams) -> None:
         self.messages += 2 + answer.messages  # the request, the answer, and what it cost
         self.truncated = self.truncated or answer.truncated
         self.answered.update(dict.fromkeys(answer.peers_answered))
@@ -385,8 +385,11 @@ class _Gathered:
             hits.setdefault((hit.peer_id, hit.path), hit)
         if answer.visited:
             self.visited.merge(Visited.decode(answer.visited))
-        if self.explain and answer.trace is not None:
-            self.children.append(answer.trace)
+        if self.explain:  # a peer that sent no tree (an older one) is a leaf of ours
+            self.children.append(
+                answer.trace
+                or TraceNode(peer_id=answer.peer_id, ttl=child.ttl, hits=len(answer.hits))
+            )
 
     def lose(self, peer: Peer, child: SearchParams, error: str) -> None:
         self.messages += 1  # the request went; no answer came back
@@ -622,7 +625,7 @@ class SearchRouter:
                 continue
             self.table.mark_alive(peer.peer_id)
             answer = task.result()
-            got.take(answer)
+            got.take(answer, child)
             if answers is not None:
                 answers.append(answer)
             answered += 1
