@@ -425,3 +425,39 @@ class Prometheus:
             deadline_s,
             what="prometheus to scrape every target again",
         )
+
+
+@contextlib.contextmanager
+def aiohttp_in_thread(app: Any, sockets: list[Any], what: str) -> Any:
+    """Serve the aiohttp `app` on already-bound `sockets` from a loop in a daemon thread
+    (fake peers for tests), until the block ends; a failure to start fails the test."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            for sock in sockets:
+                loop.run_until_complete(web.SockSite(runner, sock).start())
+        except BaseException as exc:  # reported by the waiting test, not lost in a thread
+            failed.append(exc)
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(30) and not failed, f"{what} did not start: {failed}"
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()

@@ -8,10 +8,8 @@ One network for the module; the test that joins a fake peer into it runs last.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from helpers import build_specs, get
+from helpers import aiohttp_in_thread, build_specs, get
 
 from directory.search import AUTO_MODE
 from peerfind_devnet import Devnet, wait_for
@@ -247,33 +245,8 @@ def fake_peer(peer_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
             web.get("/summary", summary),
         ]
     )
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
-        except BaseException as exc:  # reported by the waiting test, not lost in a thread
-            failed.append(exc)
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30) and not failed, f"the fake peer did not start: {failed}"
-    try:
+    with aiohttp_in_thread(app, [sock], "the fake peer"):
         yield base, state
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
 
 
 REFUSED = 'peerfind_directory_summary_fetches_total{outcome="refused"}'

@@ -4,17 +4,15 @@ its searches still reach the real network, and a real newcomer is still taken in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from aiohttp import web
-from helpers import build_specs, get
+from helpers import aiohttp_in_thread, build_specs, get
 
 from peerfind_devnet import Devnet, wait_for
 
@@ -73,34 +71,8 @@ def sybil_swarm(count: int) -> Iterator[list[str]]:
         sock.listen(128)
         sockets.append(sock)
     ports = [sock.getsockname()[1] for sock in sockets]
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(runner.setup())
-            for sock in sockets:
-                loop.run_until_complete(web.SockSite(runner, sock).start())
-        except BaseException as exc:  # reported by the waiting test, not lost in a thread
-            failed.append(exc)
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30) and not failed, f"the sybil swarm did not start: {failed}"
-    try:
+    with aiohttp_in_thread(app, sockets, "the sybil swarm"):
         yield [f"http://{SYBIL_HOST}:{port}" for port in ports]
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
 
 
 def test_a_join_flood_of_sybils_does_not_eclipse_a_peer(tmp_path: Path) -> None:
