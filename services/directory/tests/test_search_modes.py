@@ -306,3 +306,14 @@ async def test_a_neighbour_that_sends_no_trace_is_a_leaf_of_the_tree() -> None:
     assert answer.trace is not None
     (leaf,) = answer.trace.children
     assert (leaf.peer_id, leaf.ttl, leaf.hits, leaf.children) == ("p2", 0, 1, [])
+
+
+async def test_a_walk_on_a_small_network_answers_in_full_even_with_local_hits() -> None:
+    files = {"p1": ["a.txt"], "p2": ["b.txt"], "p3": ["c.txt"]}
+    links = {"p1": ["p2", "p3"], "p2": ["p1", "p3"], "p3": ["p1", "p2"]}
+    net = Net(files, links)
+    await net.publish()
+    answer = await net.search("p1", ".txt", mode="walk", ttl=10, wanted=1, budget=512)
+    # The entry's own hit is one, but the summary horizon is asked first.
+    assert sorted(h.name for h in answer.hits) == ["a.txt", "b.txt", "c.txt"]
+    assert len(net.calls) == 2  # and no walker: enough was in

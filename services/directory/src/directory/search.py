@@ -404,9 +404,10 @@ class SearchRouter:
     """Answers one search: local hits plus what the mode's forwards bring back.
 
     flood    every hop forwards to up to `fanout` neighbours until the TTL runs out
-    walk     `fanout` walkers, each one neighbour at a time for up to `ttl` hops, stopping
-             at its first hit; while hits are short of `wanted`, the entry sends the next
-             wave (twice as many), which avoids the peers the earlier ones visited
+    walk     the summary horizon (a flood to TTL 2 that summaries prune at both hops),
+             then, while hits are short of `wanted`, `fanout` walkers, each one neighbour
+             at a time for up to `ttl` hops, stopping at its first hit; the entry replaces
+             walkers that come back short and calls the rest back once enough is in
     dynamic  a probe that goes only where summaries match, then one neighbour at a time
              flooded to `ttl` hops until `wanted` hits are in
 
@@ -541,6 +542,13 @@ class SearchRouter:
         got.skip([p for p in fresh + seen if p not in chosen], "not_chosen")
         chosen, budget = self._afford(params, chosen, got)
         return self._children(params, chosen, left, budget, "walk")
+
+    def _probe(
+        self, params: SearchParams, match: QueryMatch, got: _Gathered
+    ) -> list[tuple[Peer, SearchParams]]:
+        """A flood to TTL 2, which summaries prune at both hops: the neighbours whose merged
+        summaries may match, and from them only the neighbours whose own may."""
+        return self._flood_step(replace(params, ttl=min(params.ttl, 2), mode="flood"), match, got)
 
     def _children(
         self, params: SearchParams, targets: list[Peer], ttl: int, budget: int, mode: Mode
@@ -691,12 +699,16 @@ class SearchRouter:
                 step = self._walk_step(self._spent(params, got), match, got, 1)
                 if not step or await self._send(step, deadline, got):
                     break
+        elif params.mode == "walk":
+            # The summary horizon first, whatever our own index holds: every neighbour whose
+            # summaries may match within two hops (nothing is sent where none does), so that
+            # a small network answers in full; then walkers while hits are short.
+            await self._send(self._probe(params, match, got), deadline, got, started=local)
+            if params.fanout:
+                await self._walkers(params, match, got, deadline)
         else:
             await local()
-            if params.mode == "walk":
-                await self._walkers(params, match, got, deadline)
-            else:
-                await self._dynamic(params, match, got, deadline)
+            await self._dynamic(params, match, got, deadline)
 
         for peer_id in got.answered:  # answered through another route after all
             got.failed.pop(peer_id, None)
@@ -776,7 +788,9 @@ class SearchRouter:
                 got.visited.add(send[0].peer_id)  # the next walker goes elsewhere
                 running[asyncio.create_task(walk(send))] = send[1].budget + FORWARD_COST
 
-        launch(params.fanout)  # fanout 0: this peer only, as in every mode
+        if len(got.hits) >= params.wanted:
+            return
+        launch(params.fanout)
         try:
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -802,8 +816,7 @@ class SearchRouter:
         clock = asyncio.get_running_loop().time
         if len(got.hits) >= params.wanted or params.fanout == 0:  # fanout 0: this peer only
             return
-        probe = replace(params, ttl=min(params.ttl, 2), mode="flood")
-        await self._send(self._flood_step(probe, match, got), deadline, got)
+        await self._send(self._probe(params, match, got), deadline, got)
         order = self._pick(self._candidates(params, _Gathered(Visited(), False))[0], 64)
         for step, peer in enumerate(order, 1):
             if len(got.hits) >= params.wanted or deadline - clock() <= MIN_FORWARD_BUDGET_S:
