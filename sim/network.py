@@ -399,7 +399,7 @@ class SimNetwork:
             new_id=lambda: f"q{self.rng.getrandbits(64):016x}",
         )
         self.last_params = params
-        self._depth: dict[str, int] = {}
+        self._depth = {}
         loop = asyncio.get_running_loop()
         started = loop.time()
         entry.counters.searches += 1

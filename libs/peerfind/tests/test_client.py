@@ -530,5 +530,5 @@ async def test_search_sends_the_mode_the_budget_and_explain(directory: Any) -> N
 def test_a_bad_search_parameter_is_a_client_error() -> None:
     from peerfind.client import search_request
 
-    with pytest.raises(ClientError, match="^invalid search: budget"):
+    with pytest.raises(ClientError, match=r"^invalid search: budget"):
         search_request("x", budget=-1)
