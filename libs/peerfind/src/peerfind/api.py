@@ -74,7 +74,7 @@ PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """What a peer id looks like, everywhere one is read (health answers, search senders)."""
 QUERY_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 MAX_BUDGET_PARAM = 100000
-DEFAULT_SEARCH_BUDGET = 512
+DEFAULT_SEARCH_BUDGET = 1024
 """Messages (requests plus answers) a walk or a dynamic query may cost unless asked."""
 MAX_SEARCH_BUDGET = 4096
 """The clamp on every query's budget (the largest flood of docs/scale.md fits)."""
