@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -87,20 +86,6 @@ def test_prune_drops_stale_non_friends_and_keeps_friends_down(clock: Clock) -> N
     assert table.get("fresh").state == "alive"  # type: ignore[union-attr]
     assert [p.peer_id for p in table.reachable()] == ["fresh"]
     assert table.counts() == {"alive": 1, "suspect": 0, "down": 1}
-
-
-def test_choose_prefers_alive_and_excludes_sender(clock: Clock) -> None:
-    table = make_table(clock)
-    for name in ("a", "b", "c", "d"):
-        table.upsert(name, f"http://{name}:1")
-    table.mark_failed("a")
-    chosen = table.choose(2, exclude=["b"], rng=random.Random(1))
-    ids = [p.peer_id for p in chosen]
-    assert len(ids) == 2
-    assert "b" not in ids
-    assert "a" not in ids  # two alive peers were available
-    assert table.choose(0) == []
-    assert {p.peer_id for p in table.choose(10)} == {"a", "b", "c", "d"}
 
 
 def test_remembered_peers_round_trip(tmp_path: Path, clock: Clock) -> None:

@@ -61,9 +61,9 @@ class Peer:
 class PeerTable:
     """Known peers, keyed by peer id, bounded to `max_peers` entries.
 
-    Every operation a search or a registration makes is O(1) or O(fanout), not O(table):
-    URLs and per-network counts are indexed, and `choose` samples instead of shuffling
-    the table (a simulator builds thousands of these).
+    Registration's operations are O(1): URLs and per-network counts are indexed (a
+    simulator builds thousands of these). Which neighbours a search goes to is the
+    router's choice (`directory.search`), over the table's few entries.
     """
 
     def __init__(
@@ -241,33 +241,6 @@ class PeerTable:
     def reachable(self) -> list[Peer]:
         """Peers worth contacting: alive and suspect (not down)."""
         return [p for p in self._peers.values() if p.state != "down"]
-
-    def choose(
-        self, fanout: int, exclude: Iterable[str] = (), rng: random.Random | None = None
-    ) -> list[Peer]:
-        """Up to `fanout` peers to forward a search to: alive ones first, random within a state.
-
-        Alive peers are drawn by rejection sampling (O(fanout) while most peers are alive,
-        as they are); when that draws too few, one pass over the table settles it.
-        """
-        if fanout <= 0:
-            return []
-        rng = rng or self._rng
-        skip = set(exclude)
-        ids, peers = self._ids, self._peers
-        picked: dict[str, Peer] = {}
-        for _ in range(4 * fanout + len(skip)):
-            if len(picked) >= fanout or not ids:
-                break
-            peer = peers[ids[rng.randrange(len(ids))]]
-            if peer.state == "alive" and peer.peer_id not in skip:
-                picked[peer.peer_id] = peer
-        if len(picked) >= fanout:
-            return list(picked.values())
-        pool = [p for p in self.reachable() if p.peer_id not in skip and p.peer_id not in picked]
-        rng.shuffle(pool)
-        pool.sort(key=lambda p: p.state != "alive")
-        return [*picked.values(), *pool][:fanout]
 
     def counts(self) -> dict[str, int]:
         counts = {"alive": 0, "suspect": 0, "down": 0}

@@ -781,9 +781,7 @@ class SearchRouter:
             n = min(n, left // FORWARD_COST)
             if n <= 0 or deadline - loop.time() - WALK_HOP_MARGIN_S < MIN_FORWARD_BUDGET_S:
                 return  # (so every walker launched is sent: the loop below always ends)
-            now = replace(
-                params, budget=min(left, n * per_walker), visited=Visited(got.visited.bits)
-            )
+            now = replace(self._spent(params, got), budget=min(left, n * per_walker))
             for send in self._walk_step(now, match, got, n, entry=True):
                 got.visited.add(send[0].peer_id)  # the next walker goes elsewhere
                 running[asyncio.create_task(walk(send))] = send[1].budget + FORWARD_COST
@@ -817,7 +815,10 @@ class SearchRouter:
         if len(got.hits) >= params.wanted or params.fanout == 0:  # fanout 0: this peer only
             return
         await self._send(self._probe(params, match, got), deadline, got)
-        order = self._pick(self._candidates(params, _Gathered(Visited(), False))[0], 64)
+        neighbours = [
+            p for p in self.table.peers() if p.peer_id != params.sender and p.state != "down"
+        ]
+        order = self._pick(neighbours, len(neighbours))
         for step, peer in enumerate(order, 1):
             if len(got.hits) >= params.wanted or deadline - clock() <= MIN_FORWARD_BUDGET_S:
                 break
