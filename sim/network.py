@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from directory.identity import Claim
 from directory.membership import Membership, PeerUnavailable, RegistrationError
 from directory.overlay import Descriptor
 from directory.peers import Peer, PeerTable
@@ -36,6 +37,7 @@ from directory.urlguard import PinnedUrl
 from peerfind.api import (
     OverlayAnswer,
     OverlayMessage,
+    Proof,
     RegisterResponse,
     SearchMode,
     SearchRequest,
@@ -434,29 +436,39 @@ class _Calls:
         target.counters.membership += 1
         return target
 
-    async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
+    async def health(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> tuple[Claim, Proof | None]:
         try:
             target = await self._go(url)
         except PeerUnavailable as exc:
             raise RegistrationError("unreachable", str(exc)) from None
         await self.net._travel(target, self.peer)
-        return target.peer_id, f"{target.address}:50051"
+        claim = Claim(target.peer_id, target.url, f"{target.address}:50051")
+        membership = target.membership
+        return claim, membership.prove(challenge) if membership is not None else None
 
-    async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
+    async def register(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> RegisterResponse:
         target = await self._go(url)
         if target.membership is None:
             raise PeerUnavailable(f"{url} runs no membership")
-        answer = await target.membership.welcome(self.peer.url)
+        answer = await target.membership.welcome(self.peer.url, challenge)
         await self.net._travel(target, self.peer)
         return answer
 
     async def overlay(
-        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+        self,
+        url: str,
+        message: OverlayMessage,
+        pinned: PinnedUrl | None = None,
+        challenge: str | None = None,
     ) -> OverlayAnswer:
         target = await self._go(url)
         if target.membership is None:
             raise PeerUnavailable(f"{url} runs no membership")
-        answer = await target.membership.receive(message)
+        answer = await target.membership.receive(message, challenge)
         await self.net._travel(target, self.peer)
         return answer
 

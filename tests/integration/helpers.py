@@ -18,6 +18,8 @@ import httpx
 import pytest
 import yaml
 
+from directory.identity import Claim, PeerKey
+from peerfind.api import CHALLENGE_HEADER
 from peerfind_devnet import REPO_ROOT, Devnet, PeerSpec, free_port, loopback_specs, wait_for
 
 # Fast clocks so pruning and staleness happen within a test's deadline.
@@ -461,3 +463,30 @@ def aiohttp_in_thread(app: Any, sockets: list[Any], what: str) -> Any:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
+
+
+class FakeIdentities:
+    """Identity keys for fake peers, one per peer id, and the answers a real peer gives:
+    `/health` and `/overlay` bodies carrying the proof for the caller's challenge
+    (directory.identity), so a fake is refused or admitted for what it does, not for
+    lacking a key."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, PeerKey] = {}
+
+    def key(self, peer_id: str) -> PeerKey:
+        if peer_id not in self._keys:
+            self._keys[peer_id] = PeerKey.generate()
+        return self._keys[peer_id]
+
+    def answer(
+        self, headers: Any, peer_id: str, url: str, grpc_address: str = "", **fields: Any
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "peer_id": peer_id, "url": url, "grpc_address": grpc_address, **fields
+        }  # fmt: skip
+        challenge = headers.get(CHALLENGE_HEADER)
+        if challenge:
+            proof = self.key(peer_id).prove(challenge, Claim(peer_id, url, grpc_address))
+            body["proof"] = proof.model_dump()
+        return body

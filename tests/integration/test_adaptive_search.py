@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from helpers import aiohttp_in_thread, build_specs, get
+from helpers import FakeIdentities, aiohttp_in_thread, build_specs, get
 
 from directory.search import AUTO_MODE
 from peerfind_devnet import Devnet, wait_for
@@ -227,13 +227,15 @@ def fake_peer(peer_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
     sock.listen(64)
     base = f"http://{FAKE_HOST}:{sock.getsockname()[1]}"
 
+    keys = FakeIdentities()
+
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"peer_id": peer_id, "url": base, "grpc_address": ""})
+        return web.json_response(keys.answer(request.headers, peer_id, base))
 
     async def overlay(request: web.Request) -> web.Response:
         kind = (await request.json())["message"]["kind"]
         return web.json_response(
-            {"kind": kind, "peer_id": peer_id, "url": base, "grpc_address": "", "accepted": True}
+            keys.answer(request.headers, peer_id, base, kind=kind, accepted=True)
         )
 
     async def search(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiohttp import web
-from helpers import aiohttp_in_thread, build_specs, get
+from helpers import FakeIdentities, aiohttp_in_thread, build_specs, get
 
 from peerfind_devnet import Devnet, wait_for
 
@@ -28,19 +28,21 @@ def sybil_swarm(count: int) -> Iterator[list[str]]:
     """`count` fake peers on SYBIL_HOST, one port each: every one answers /health with an
     id of its own, accepts every overlay message and answers every search with nothing."""
 
+    keys = FakeIdentities()
+
     def me(request: web.Request) -> tuple[str, str]:
         port = request.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
         return f"sybil{port}", f"http://{SYBIL_HOST}:{port}"
 
     async def health(request: web.Request) -> web.Response:
         peer_id, url = me(request)
-        return web.json_response({"peer_id": peer_id, "url": url, "grpc_address": ""})
+        return web.json_response(keys.answer(request.headers, peer_id, url))
 
     async def overlay(request: web.Request) -> web.Response:
         peer_id, url = me(request)
         kind = (await request.json())["message"]["kind"]
         return web.json_response(
-            {"kind": kind, "peer_id": peer_id, "url": url, "grpc_address": "", "accepted": True}
+            keys.answer(request.headers, peer_id, url, kind=kind, accepted=True)
         )
 
     async def search(request: web.Request) -> web.Response:

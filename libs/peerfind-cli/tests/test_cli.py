@@ -219,6 +219,7 @@ def test_health_json_and_table(directory: Any) -> None:
     assert result.exit_code == 0
     assert "peer1 at http://127.0.0.1:8001" in result.stdout
     assert "3 files, 1.2 kB" in result.stdout
+    assert "k" * 52 in result.stdout  # the key id, whole: to compare out of band
 
 
 def test_peers_table_shows_both_views(directory: Any) -> None:
@@ -232,6 +233,7 @@ def test_peers_table_shows_both_views(directory: Any) -> None:
             state="suspect",
             last_seen=0,
             friend=True,
+            key_id="abcdefghijklmnop" + "q" * 36,
         ),
     ]
     directory.state.passive = [PeerRef(peer_id="peer7", url="http://127.0.0.1:8007")]
@@ -239,6 +241,7 @@ def test_peers_table_shows_both_views(directory: Any) -> None:
     assert result.exit_code == 0
     row = next(line for line in result.stdout.splitlines() if "peer2" in line)
     assert all(word in row for word in ("suspect", "127.0.0.1:50052", "never", "yes"))
+    assert "abcdefghijklmnop..." in row and "q" * 20 not in row  # a key id's first 16
     lines = result.stdout.splitlines()
     active_at = next(i for i, line in enumerate(lines) if "active view" in line)
     passive_at = next(i for i, line in enumerate(lines) if "passive view" in line)

@@ -11,8 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from directory.app import HotRoute
+from directory.identity import Claim, PeerKey, check_proof, new_challenge
 from directory.routers import search as search_routes
-from peerfind.api import ErrorResponse, FilesResponse, HealthResponse, SearchResponse
+from peerfind.api import (
+    CHALLENGE_HEADER,
+    ErrorResponse,
+    FilesResponse,
+    HealthResponse,
+    SearchResponse,
+)
 from peerfind.index import IndexWriter
 
 
@@ -38,6 +45,26 @@ def test_health_with_fresh_index(client: TestClient, writer: IndexWriter) -> Non
     assert health.index.available and not health.index.stale
     assert health.index.files == 3 and health.index.bytes == 29
     assert health.status == "degraded"  # transfer is still not running
+
+
+def test_health_proves_the_peer_s_key_for_a_challenge_and_keeps_the_key(
+    client: TestClient,
+) -> None:
+    challenge = new_challenge()
+    body = client.get("/health", headers={CHALLENGE_HEADER: challenge}).json()
+    health = HealthResponse.model_validate(body)
+    assert health.proof is not None and len(health.key_id) == 52
+    claim = Claim(health.peer_id, health.url, health.grpc_address)
+    assert check_proof(health.proof, challenge, claim) == health.key_id
+    assert client.get("/health").json()["proof"] is None  # no challenge, no proof
+    node = client.app.state.node  # type: ignore[attr-defined]
+    assert PeerKey.load_or_create(node.settings.identity_path).key_id == health.key_id
+    for bad in ("short", "x" * 65, "not/url+safe/nonce!!"):
+        answer = client.get("/health", headers={CHALLENGE_HEADER: bad})
+        assert_error(answer, 400, "invalid_challenge")
+        answer = client.post("/register", json={"url": "http://10.9.9.9:1"},
+                             headers={CHALLENGE_HEADER: bad})  # fmt: skip
+        assert_error(answer, 400, "invalid_challenge")
 
 
 def test_files_lists_index_with_fetch_addresses(client: TestClient, writer: IndexWriter) -> None:

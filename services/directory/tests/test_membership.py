@@ -11,7 +11,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client import REGISTRY
 
+from directory.identity import Claim, PeerKey
 from directory.membership import (
     MAX_PENDING_MESSAGES,
     Membership,
@@ -22,11 +24,13 @@ from directory.overlay import Descriptor
 from directory.peers import PeerTable
 from directory.urlguard import PinnedUrl, UrlRefused
 from peerfind.api import (
+    Disconnect,
     Neighbor,
     OverlayAnswer,
     OverlayMessage,
     OverlayRequest,
     PeerRef,
+    Proof,
     RegisterResponse,
 )
 from peerfind.config import PeerSettings
@@ -81,9 +85,17 @@ class Net:
     def url(self, n: int) -> str:
         return f"http://10.0.{n}.1:8000"
 
-    def add(self, n: int, friends: tuple[int, ...] = (), **extra: Any) -> Membership:
+    def add(
+        self,
+        n: int,
+        friends: tuple[int, ...] = (),
+        *,
+        peer_id: str | None = None,
+        key: PeerKey | None = None,
+        **extra: Any,
+    ) -> Membership:
         settings = PeerSettings(
-            peer_id=f"p{n}",
+            peer_id=peer_id or f"p{n}",
             host=f"10.0.{n}.1",
             rest_port=8000,
             self_url=self.url(n),
@@ -111,6 +123,7 @@ class Net:
             Memory(),
             clock=self.clock,
             rng=random.Random(n),
+            key=key,
         )
         self.nodes[settings.self_url] = member
         return member
@@ -140,25 +153,37 @@ class Calls:
         self.net = net
         self.self_url = self_url
 
-    async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
+    async def health(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> tuple[Claim, Proof | None]:
         try:
             node = self.net.reach(url, "health", self.self_url)
         except PeerUnavailable as exc:
             raise RegistrationError("unreachable", str(exc)) from None
-        return node.settings.peer_id, node.settings.grpc_advertise
+        settings = node.settings
+        claim = Claim(settings.peer_id, settings.self_url, settings.grpc_advertise)
+        return claim, node.prove(challenge)
 
-    async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
+    async def register(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> RegisterResponse:
         node = self.net.reach(url, "register", self.self_url)
         if url in self.net.held:
             await self.net.gate.wait()
-        return await node.welcome(self.self_url)
+        answer = await node.welcome(self.self_url, challenge)
+        return RegisterResponse.model_validate_json(answer.model_dump_json())
 
     async def overlay(
-        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+        self,
+        url: str,
+        message: OverlayMessage,
+        pinned: PinnedUrl | None = None,
+        challenge: str | None = None,
     ) -> OverlayAnswer:
         node = self.net.reach(url, message.kind, self.self_url)
         wire = OverlayRequest.model_validate({"message": message.model_dump(mode="json")})
-        return await node.receive(wire.message)
+        answer = await node.receive(wire.message, challenge)
+        return OverlayAnswer.model_validate_json(answer.model_dump_json())
 
 
 @pytest.fixture
@@ -372,3 +397,106 @@ async def test_a_message_naming_a_malformed_url_is_refused_and_changes_nothing(n
     assert (info.value.reason, info.value.status) == ("invalid_url", 400)
     await net.settle()
     assert not p1.overlay.passive and not p1.overlay.active
+
+
+# -- identity: ids bound to keys -----------------------------------------------------------
+
+
+def identity_checks(outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("peerfind_directory_identity_checks_total", {"outcome": outcome})
+        or 0.0
+    )
+
+
+async def test_an_id_held_by_one_key_is_never_taken_by_another(net: Net) -> None:
+    p1 = net.add(1)
+    p2 = net.add(2, (1,))
+    assert (await p2.bootstrap()).ok
+    await net.settle()
+    impostor = net.add(9, (1,), peer_id="p2")  # a peer of its own, claiming p2's id
+    taken = identity_checks("peer_id_taken")
+    with pytest.raises(RegistrationError) as info:
+        await p1.welcome(net.url(9))  # JOIN
+    assert (info.value.reason, info.value.status) == ("peer_id_taken", 409)
+    assert "p2 is held by key" in info.value.detail
+    claim = Neighbor(kind="neighbor", peer=PeerRef(peer_id="p2", url=net.url(9)), high=True)
+    with pytest.raises(RegistrationError, match="held by key"):
+        await p1.receive(claim)  # NEIGHBOR
+    assert not (await impostor.bootstrap()).ok  # and its own join through p1 is refused
+    await net.settle()
+    entry = p1.table.get("p2")
+    assert entry is not None and entry.url == net.url(2) and entry.key_id == p2.key.key_id
+    assert p1.keys.holder("p2") == p2.key.key_id
+    assert identity_checks("peer_id_taken") >= taken + 3
+    # Even once the real p2 is gone from p1's views, the id stays its key's.
+    net.down.add(net.url(2))
+    await p1.heartbeat_once()
+    await net.settle()
+    assert "p2" not in p1.overlay.active
+    with pytest.raises(RegistrationError, match="held by key"):
+        await p1.welcome(net.url(9))
+
+
+async def test_the_holder_of_an_id_proves_it_from_a_new_address(net: Net) -> None:
+    p1 = net.add(1)
+    key = PeerKey.generate()
+    net.add(2, (1,), key=key)
+    assert (await p1.verify(net.url(2))).peer_id == "p2"
+    net.down.add(net.url(2))
+    net.add(7, (1,), peer_id="p2", key=key)  # p2 restarted elsewhere, with its key
+    moved = await p1.verify(net.url(7))
+    assert moved.url == net.url(7) and p1.keys.holder("p2") == key.key_id
+
+
+async def test_a_proof_relayed_from_another_address_is_refused(net: Net) -> None:
+    p1 = net.add(1)
+    p2 = net.add(2)
+    net.nodes[net.url(9)] = p2  # 10.0.9.1 relays every call to p2, which proves itself
+    with pytest.raises(RegistrationError) as info:
+        await p1.verify(net.url(9))
+    assert (info.value.reason, info.value.status) == ("wrong_url", 409)
+    assert "p2" not in p1.keys
+
+
+async def test_a_peer_that_proves_nothing_is_refused(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p1 = net.add(1)
+    p2 = net.add(2)
+    monkeypatch.setattr(p2, "prove", lambda challenge: None)
+    with pytest.raises(RegistrationError) as info:
+        await p1.welcome(net.url(2))
+    assert (info.value.reason, info.value.status) == ("no_proof", 409)
+    liar = PeerKey.generate()  # signs, but with a key that is not the one it shows
+    monkeypatch.setattr(
+        p2, "prove", lambda challenge: liar.prove(challenge, Claim("p3", net.url(2), ""))
+    )
+    with pytest.raises(RegistrationError) as info:
+        await p1.welcome(net.url(2))
+    assert info.value.reason == "bad_proof"
+    assert active(p1) == set() and "p2" not in p1.keys
+
+
+async def test_a_forged_disconnect_is_ignored_and_a_real_one_honoured(net: Net) -> None:
+    p1 = net.add(1)
+    p2 = net.add(2, (1,))
+    assert (await p2.bootstrap()).ok
+    await net.settle()
+    assert active(p1) == {"p2"} and active(p2) == {"p1"}
+    ignored = identity_checks("disconnect_ignored")
+    forged = Disconnect(kind="disconnect", peer=PeerRef(peer_id="p2", url=net.url(2)))
+    await p1.receive(forged)  # from anyone who read p1's /peers: p2 still holds p1
+    await net.settle()
+    assert active(p1) == {"p2"}
+    assert identity_checks("disconnect_ignored") == ignored + 1
+    assert (net.url(1), "neighbor", net.url(2)) not in net.calls
+    p2.overlay.active.pop("p1")  # p2 really lets p1 go (as a full view makes room)
+    p2.table.remove("p1")
+    await p1.receive(forged)
+    await net.settle()
+    # p1 demoted p2, and (p2 being all it knows) repaired its view through it: the two
+    # views are symmetric again.
+    assert (net.url(1), "neighbor", net.url(2)) in net.calls
+    assert active(p1) == {"p2"} and active(p2) == {"p1"}
+    assert identity_checks("disconnect_ignored") == ignored + 1

@@ -169,6 +169,7 @@ def health(
         ("version", result.version),
         ("uptime", f"{result.uptime_s:.0f} s"),
         ("gRPC address", result.grpc_address),
+        ("key id", result.key_id or "-"),
         ("peers known", str(result.peers)),
         ("index", f"{index.files} files, {human_size(index.bytes)}"),
         ("index available", "yes" if index.available else "no"),
@@ -195,7 +196,8 @@ def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOpti
             f"({len(result.peers)} of {result.active_size})"
         )
     )
-    for column in ("peer", "state", "REST URL", "gRPC address", "last seen (UTC)", "friend"):
+    columns = ("peer", "state", "REST URL", "gRPC address", "key id", "last seen (UTC)", "friend")
+    for column in columns:
         active.add_column(column)
     for info in result.peers:
         active.add_row(
@@ -203,6 +205,7 @@ def peers(ctx: typer.Context, peer: PeerOption = DEFAULT_PEER, as_json: JsonOpti
             cell(info.state),
             cell(info.url),
             cell(info.grpc_address or "-"),
+            cell(f"{info.key_id[:16]}..." if info.key_id else "-"),
             when(info.last_seen),
             "yes" if info.friend else "",
         )

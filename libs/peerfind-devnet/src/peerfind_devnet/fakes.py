@@ -102,6 +102,7 @@ def make_health(grpc_address: str = "127.0.0.1:50051", status: str = "ok") -> He
                 available=True, files=3, bytes=1234, last_scan_at=1.7e9, age_s=1.0, stale=False
             ),
             "transfer": TransferHealth(address=grpc_address, serving=True),
+            "key_id": "k" * 52,
         }
     )
 

@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ADAPTIVE_SEARCH_TIMEOUT_MS",
+    "CHALLENGE_HEADER",
+    "CHALLENGE_PATTERN",
     "DEFAULT_SEARCH_BUDGET",
     "DEFAULT_WALK_TTL",
+    "KEY_ID_PATTERN",
     "MAX_BUDGET_PARAM",
     "MAX_FANOUT_PARAM",
     "MAX_OVERLAY_ENTRIES",
@@ -50,6 +53,7 @@ __all__ = [
     "PeerState",
     "PeersResponse",
     "Ping",
+    "Proof",
     "RegisterRequest",
     "RegisterResponse",
     "SearchHit",
@@ -73,6 +77,11 @@ MAX_TIMEOUT_MS = 60000
 PEER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """What a peer id looks like, everywhere one is read (health answers, search senders)."""
 QUERY_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+CHALLENGE_HEADER = "X-Peerfind-Challenge"
+"""A nonce sent with `/health`, `/register` and `/overlay`: the answer then carries a
+`proof` that its peer id's key signed it (directory.identity)."""
+CHALLENGE_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+KEY_ID_PATTERN = r"^[a-z2-7]{52}$"
 MAX_BUDGET_PARAM = 100000
 DEFAULT_SEARCH_BUDGET = 1024
 """Messages (requests plus answers) a walk or a dynamic query may cost unless asked."""
@@ -101,6 +110,18 @@ PeerState = Literal["alive", "suspect", "down"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Proof(_Model):
+    """An Ed25519 signature by the answering peer's key over the caller's challenge and
+    the answer's `peer_id`, `url` and `grpc_address` (docs/architecture.md, "Identity")."""
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{43}$", description="The raw public key, base64url (32 bytes)."
+    )
+    signature: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{86}$", description="The signature, base64url (64 bytes)."
+    )
 
 
 def validate_http_url(value: str) -> str:
@@ -166,6 +187,14 @@ class HealthResponse(_Model):
     peers: int = Field(description="Peers currently in the table.")
     index: IndexHealth
     transfer: TransferHealth
+    key_id: str = Field(
+        "",
+        description="Fingerprint of this peer's identity key (base32 of its SHA-256): what "
+        "holds `peer_id` at the peers that know it.",
+    )
+    proof: Proof | None = Field(
+        None, description=f"Present when the request carried `{CHALLENGE_HEADER}`."
+    )
 
 
 class RegisterRequest(_Model):
@@ -179,6 +208,7 @@ class PeerInfo(_Model):
     state: PeerState
     last_seen: float = Field(description="Epoch seconds of the last successful contact.")
     friend: bool = Field(description="Configured as this peer's primary or backup friend.")
+    key_id: str = Field("", description="Fingerprint of the key that proved this peer's id.")
 
 
 class RegisterResponse(_Model):
@@ -188,6 +218,10 @@ class RegisterResponse(_Model):
     grpc_address: str = ""
     peers: list[PeerInfo] = Field(
         description="The accepting peer's active view (the newcomer's first passive entries)."
+    )
+    proof: Proof | None = Field(
+        None,
+        description=f"The accepting peer's proof, when the request carried `{CHALLENGE_HEADER}`.",
     )
 
 
@@ -305,6 +339,10 @@ class OverlayAnswer(_Model):
     accepted: bool | None = Field(
         None,
         description="`neighbor`: taken as a neighbour; `ping`: the pinger is still one.",
+    )
+    proof: Proof | None = Field(
+        None,
+        description=f"The answering peer's proof, when the request carried `{CHALLENGE_HEADER}`.",
     )
 
 

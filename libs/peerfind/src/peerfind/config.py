@@ -311,6 +311,17 @@ class PeerSettings(BaseSettings):
         return self.state_dir / "peers.json"
 
     @property
+    def identity_path(self) -> Path:
+        """This peer's identity key (Ed25519, PEM), made on first start: what holds
+        `peer_id` at the peers that know it. Losing it means taking a new id."""
+        return self.state_dir / "identity.key"
+
+    @property
+    def keys_path(self) -> Path:
+        """Which key holds which peer id, as peers proved them to this one."""
+        return self.state_dir / "keys.json"
+
+    @property
     def local_host(self) -> str:
         """Where a process on this host reaches the peer's own listeners: the loopback
         address when `host` is a wildcard (containers bind 0.0.0.0)."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from directory.auth import TOKEN_HEADER
 from directory.errors import ApiError
+from directory.identity import valid_challenge
 from directory.node import Node
+from peerfind.api import CHALLENGE_HEADER, CHALLENGE_PATTERN
 
 __all__ = [
+    "ChallengeDep",
     "NodeDep",
     "PeerAuth",
     "PeerTraffic",
@@ -71,3 +74,24 @@ RateLimited = Depends(_rate_limited)
 PeerAuth = Depends(_peer_auth)
 PeerTraffic = Depends(_peer_traffic)
 """Token, then the peers' (larger) rate budget: overlay messages."""
+
+
+async def _challenge(
+    challenge: Annotated[
+        str | None,
+        Header(
+            alias=CHALLENGE_HEADER,
+            description=f"A nonce ({CHALLENGE_PATTERN}): the answer then carries `proof`, "
+            "this peer's signature over it and its own peer_id, url and grpc_address.",
+        ),
+    ] = None,
+) -> str | None:
+    if challenge is not None and not valid_challenge(challenge):
+        raise ApiError(
+            400, "invalid_challenge", f"{CHALLENGE_HEADER} must match {CHALLENGE_PATTERN}"
+        )
+    return challenge
+
+
+ChallengeDep = Annotated[str | None, Depends(_challenge)]
+"""The caller's identity challenge, if it sent one (400 `invalid_challenge` if malformed)."""

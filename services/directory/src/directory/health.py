@@ -63,9 +63,15 @@ class HealthReport:
     """Builds `GET /health`'s answer."""
 
     def __init__(
-        self, settings: PeerSettings, reader: IndexReader, table: PeerTable, probe: TransferProbe
+        self,
+        settings: PeerSettings,
+        reader: IndexReader,
+        table: PeerTable,
+        probe: TransferProbe,
+        key_id: str,
     ) -> None:
         self.settings = settings
+        self.key_id = key_id
         self.reader = reader
         self.table = table
         self.probe = probe
@@ -95,4 +101,5 @@ class HealthReport:
                 stale=stale,
             ),
             transfer=TransferHealth(address=settings.transfer_address, serving=serving),
+            key_id=self.key_id,
         )

@@ -17,8 +17,12 @@ every `bootstrap_retry_s`: friends are the way in, not permanent neighbours.
 
 Nothing enters the active view unverified: a peer that asks us (JOIN, NEIGHBOR) is
 called back at its URL, through the URL guard, and must answer `/health` with the id it
-claimed; a peer we ask answers as itself, at the address the guard pinned. Passive
-entries are hearsay: they are contacted (through the guard) only to be promoted.
+claimed; a peer we ask answers as itself, at the address the guard pinned. Every one of
+those answers, and every ping's, carries a proof: a signature over our fresh challenge
+by the key that holds its id here (`directory.identity`; the first key to prove an id
+binds it, and no other key ever takes it). A DISCONNECT is believed only once a ping to
+the sender, at its verified address, shows that it no longer holds us. Passive entries
+are hearsay: they are contacted (through the guard) only to be promoted.
 
 Framework-free: the REST calls (`PeerCalls`), the URL guard, the peer memory and the
 clock are injected; the overlay's decisions are `directory.overlay`'s, which the
@@ -45,6 +49,15 @@ from tenacity import (
 )
 
 from directory import metrics
+from directory.identity import (
+    Claim,
+    IdentityConflict,
+    KeyBook,
+    PeerKey,
+    ProofError,
+    check_proof,
+    new_challenge,
+)
 from directory.lru import BoundedLru
 from directory.overlay import Descriptor, Overlay, OverlayConfig
 from directory.peers import PeerTable, TableFullError, load_remembered, save_remembered
@@ -60,6 +73,7 @@ from peerfind.api import (
     PeerInfo,
     PeerRef,
     Ping,
+    Proof,
     RegisterResponse,
     Shuffle,
     ShuffleReply,
@@ -128,16 +142,25 @@ class PeerCalls(Protocol):
     With `pinned`, the call goes to the address the URL guard checked.
     """
 
-    async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
-        """GET url/health: (peer_id, grpc_address). Raises RegistrationError."""
+    async def health(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> tuple[Claim, Proof | None]:
+        """GET url/health: who answered, and its proof for `challenge` (None if it gave
+        none). Raises RegistrationError."""
         ...
 
-    async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
+    async def register(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> RegisterResponse:
         """POST url/register {our url}. Raises PeerUnavailable or RegistrationError."""
         ...
 
     async def overlay(
-        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+        self,
+        url: str,
+        message: OverlayMessage,
+        pinned: PinnedUrl | None = None,
+        challenge: str | None = None,
     ) -> OverlayAnswer:
         """POST url/overlay {message}. Raises PeerUnavailable or RegistrationError."""
         ...
@@ -186,6 +209,7 @@ class _Verified:
     url: str
     grpc_address: str
     network: str | None
+    key_id: str
 
 
 def _check_urls(message: OverlayMessage) -> None:
@@ -207,6 +231,10 @@ def _ref(peer: Descriptor) -> PeerRef:
 
 def _descriptor(ref: PeerRef) -> Descriptor:
     return Descriptor(ref.peer_id, ref.url)
+
+
+def _claim(answer: OverlayAnswer | RegisterResponse) -> Claim:
+    return Claim(answer.peer_id, answer.url, answer.grpc_address)
 
 
 class _Refused(ConnectionRefusedError):
@@ -239,12 +267,13 @@ class _RestLink:
         self, target: Descriptor, new: Descriptor
     ) -> tuple[Descriptor, list[Descriptor]]:
         pinned = await self._pin(target)
+        challenge = new_challenge()
         try:
-            answer = await self.m.calls.register(target.url, pinned)
+            answer = await self.m.calls.register(target.url, pinned, challenge)
         except RegistrationError as exc:
             raise _Refused(exc.detail) from None
         metrics.MEMBERSHIP_MESSAGES.labels(kind="join", direction="sent").inc()
-        contact = self.m.confirmed(target, answer.peer_id, answer.grpc_address, pinned)
+        contact = self.m.confirmed(target, _claim(answer), answer.proof, challenge, pinned)
         offered = []
         for info in answer.peers:
             try:
@@ -267,14 +296,14 @@ class _RestLink:
     async def ask(self, target: Descriptor, me: Descriptor, high: bool) -> Descriptor | None:
         """NEIGHBOR: the target as verified if it accepted, None if it refused."""
         pinned = await self._pin(target)
+        challenge = new_challenge()
+        message = Neighbor(kind="neighbor", peer=_ref(me), high=high)
         try:
-            answer = await self.m.calls.overlay(
-                target.url, Neighbor(kind="neighbor", peer=_ref(me), high=high), pinned
-            )
+            answer = await self.m.calls.overlay(target.url, message, pinned, challenge)
         except RegistrationError as exc:
             raise _Refused(exc.detail) from None
         metrics.MEMBERSHIP_MESSAGES.labels(kind="neighbor", direction="sent").inc()
-        peer = self.m.confirmed(target, answer.peer_id, answer.grpc_address, pinned)
+        peer = self.m.confirmed(target, _claim(answer), answer.proof, challenge, pinned)
         return peer if answer.accepted else None
 
     async def disconnect(self, target: Descriptor, me: Descriptor) -> None:
@@ -308,14 +337,25 @@ class _RestLink:
         )
 
     async def ping(self, target: Descriptor, me: Descriptor) -> bool:
-        # To the address verified when it became a neighbour; it must answer as itself.
+        # To the address verified when it became a neighbour; it must answer as itself,
+        # with the key that holds its id.
+        challenge = new_challenge()
         try:
-            answer = await self.m.calls.overlay(target.url, Ping(kind="ping", peer=_ref(me)))
+            answer = await self.m.calls.overlay(
+                target.url, Ping(kind="ping", peer=_ref(me)), None, challenge
+            )
         except RegistrationError as exc:
             raise _Refused(exc.detail) from None
         metrics.MEMBERSHIP_MESSAGES.labels(kind="ping", direction="sent").inc()
         if answer.peer_id != target.peer_id:
             raise _Refused(f"{target.url} now answers as {answer.peer_id}")
+        try:
+            key_id = self.m.proven(target.url, _claim(answer), answer.proof, challenge)
+            self.m.keys.bind(target.peer_id, key_id)
+        except RegistrationError as exc:
+            raise _Refused(exc.detail) from None
+        except IdentityConflict as exc:
+            raise _Refused(str(exc)) from None
         self.m.seen(target.peer_id, answer.grpc_address)
         return bool(answer.accepted)
 
@@ -336,6 +376,9 @@ class Membership:
         memory: PeerMemory,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        *,
+        key: PeerKey | None = None,
+        keys: KeyBook | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock or _loop_time
@@ -343,6 +386,10 @@ class Membership:
         self.calls = calls
         self.guard = guard
         self.memory = memory
+        self.key = key or PeerKey.generate()
+        self.keys = keys if keys is not None else KeyBook()
+        self.keys.keep = self._in_view
+        self._claim = Claim(settings.peer_id, settings.self_url, settings.grpc_advertise)
         self.me = Descriptor(settings.peer_id, settings.self_url)
         self._link = _RestLink(self)
         self.overlay = Overlay(
@@ -361,6 +408,44 @@ class Membership:
         self._confirming: set[str] = set()
         self._dirty = False
         table.on_suspect = self.suspect
+
+    # -- identity -----------------------------------------------------------------------
+
+    def prove(self, challenge: str | None) -> Proof | None:
+        """Our proof for a caller's challenge (None when it sent none)."""
+        return self.key.prove(challenge, self._claim) if challenge else None
+
+    def proven(self, url: str, claim: Claim, proof: Proof | None, challenge: str) -> str:
+        """The key id that proved `claim` for our `challenge`, answered from `url`, if no
+        other key holds the id here. Raises RegistrationError (409) otherwise; binds
+        nothing (the caller binds once every other check has passed)."""
+        try:
+            claimed_url = validate_http_url(claim.url)
+        except ValueError:
+            claimed_url = ""
+        if claimed_url != url:
+            outcome, detail = "wrong_url", f"{url} answers for {claim.url!r}, not for itself"
+        elif proof is None:
+            outcome, detail = "no_proof", f"{url} did not prove its id {claim.peer_id}"
+        else:
+            try:
+                key_id = check_proof(proof, challenge, claim)
+            except ProofError as exc:
+                outcome, detail = "bad_proof", f"{url}: proof of {claim.peer_id}: {exc}"
+            else:
+                held = self.keys.holder(claim.peer_id)
+                if held is None or held == key_id:
+                    metrics.IDENTITY_CHECKS.labels(outcome="proven").inc()
+                    return key_id
+                outcome = "peer_id_taken"
+                detail = f"{url}: {IdentityConflict(claim.peer_id, held, key_id)}"
+        metrics.IDENTITY_CHECKS.labels(outcome=outcome).inc()
+        logger.warning("identity refused: %s", detail)
+        raise RegistrationError(outcome, detail, 409)
+
+    def _in_view(self, peer_id: str) -> bool:
+        overlay = self.overlay
+        return peer_id in overlay.active or peer_id in overlay.passive or peer_id in self.table
 
     # -- verification -------------------------------------------------------------------
 
@@ -384,24 +469,41 @@ class Membership:
         if url == self.settings.self_url:
             raise RegistrationError("self", "a peer cannot register itself", 409)
         pinned = await self.guard_url(url)
-        peer_id, grpc_address = await self.calls.health(url, pinned)
+        challenge = new_challenge()
+        claim, proof = await self.calls.health(url, pinned, challenge)
+        peer_id = claim.peer_id
         if claimed is not None and peer_id != claimed:
             raise RegistrationError("wrong_peer", f"{url} answers as {peer_id}, not {claimed}", 409)
-        return self._record(peer_id, url, grpc_address, pinned)
+        if peer_id == self.settings.peer_id:
+            raise RegistrationError("self", "that URL answers with this peer's own id", 409)
+        key_id = self.proven(url, claim, proof, challenge)
+        return self._record(peer_id, url, claim.grpc_address, pinned, key_id)
 
     def confirmed(
-        self, target: Descriptor, peer_id: str, grpc_address: str, pinned: PinnedUrl
+        self,
+        target: Descriptor,
+        claim: Claim,
+        proof: Proof | None,
+        challenge: str,
+        pinned: PinnedUrl,
     ) -> Descriptor:
-        """A peer we called at `target.url` answered as `peer_id`: verified, if that is who
-        we meant (a friend is known by its URL only). Raises ConnectionError if not."""
+        """A peer we called at `target.url` answered as `claim.peer_id`: verified, if that
+        is who we meant (a friend is known by its URL only) and it proved it. Raises
+        ConnectionError if not."""
+        peer_id = claim.peer_id
         if not _PEER_ID.match(peer_id) or (target.peer_id and peer_id != target.peer_id):
             raise _Refused(f"{target.url} answered as {peer_id!r}, not {target.peer_id!r}")
         try:
-            return self._record(peer_id, target.url, grpc_address, pinned)
+            if peer_id == self.settings.peer_id:
+                raise RegistrationError("self", "that URL answers with this peer's own id", 409)
+            key_id = self.proven(target.url, claim, proof, challenge)
+            return self._record(peer_id, target.url, claim.grpc_address, pinned, key_id)
         except RegistrationError as exc:
             raise _Refused(exc.detail) from None
 
-    def _record(self, peer_id: str, url: str, grpc_address: str, pinned: PinnedUrl) -> Descriptor:
+    def _record(
+        self, peer_id: str, url: str, grpc_address: str, pinned: PinnedUrl, key_id: str
+    ) -> Descriptor:
         if peer_id == self.settings.peer_id:
             raise RegistrationError("self", "that URL answers with this peer's own id", 409)
         network = None if self.table.is_friend_url(url) else network_of(pinned.address)
@@ -415,7 +517,8 @@ class Membership:
                 f"too many neighbours from {network} ({self.table.max_per_network} at most)",
                 503,
             )
-        self._verified.put(peer_id, _Verified(url, grpc_address, network))
+        self.keys.bind(peer_id, key_id)  # proven() found no other holder, and no await since
+        self._verified.put(peer_id, _Verified(url, grpc_address, network, key_id))
         return Descriptor(peer_id, url)
 
     def seen(self, peer_id: str, grpc_address: str) -> None:
@@ -432,9 +535,11 @@ class Membership:
 
     def activated(self, peer: Descriptor) -> None:
         known = self._verified.get(peer.peer_id)
-        grpc_address, network = ("", None) if known is None else (known.grpc_address, known.network)
+        grpc_address, network, key_id = (
+            ("", None, "") if known is None else (known.grpc_address, known.network, known.key_id)
+        )
         try:
-            self.table.upsert(peer.peer_id, peer.url, grpc_address, network=network)
+            self.table.upsert(peer.peer_id, peer.url, grpc_address, network=network, key_id=key_id)
         except (ValueError, TableFullError) as exc:
             logger.warning("cannot take %s as a neighbour: %s", peer.peer_id, exc)
             self._spawn(self.overlay.failed(peer.peer_id))
@@ -474,8 +579,9 @@ class Membership:
 
     # -- incoming -----------------------------------------------------------------------
 
-    async def welcome(self, url: str) -> RegisterResponse:
-        """POST /register (JOIN): verify the peer at `url`, take it in, offer our view."""
+    async def welcome(self, url: str, challenge: str | None = None) -> RegisterResponse:
+        """POST /register (JOIN): verify the peer at `url`, take it in, offer our view
+        (with our proof for the caller's `challenge`)."""
         try:
             new = await self.verify(url)
         except RegistrationError as exc:
@@ -495,16 +601,19 @@ class Membership:
                 state="alive",
                 last_seen=self.table.now(),
                 friend=self.table.is_friend_url(new.url),
+                key_id=known.key_id if known else "",
             ),
             peer_id=settings.peer_id,
             url=settings.self_url,
             grpc_address=settings.grpc_advertise,
             peers=[p.info() for p in offered],
+            proof=self.prove(challenge),
         )
 
-    async def receive(self, message: OverlayMessage) -> OverlayAnswer:
-        """POST /overlay: one HyParView message from another peer. Raises RegistrationError
-        (400 `invalid_url`) before anything changes if any URL it names is malformed."""
+    async def receive(self, message: OverlayMessage, challenge: str | None = None) -> OverlayAnswer:
+        """POST /overlay: one HyParView message from another peer, answered with our proof
+        for its `challenge`. Raises RegistrationError (400 `invalid_url`) before anything
+        changes if any URL it names is malformed."""
         _check_urls(message)
         metrics.MEMBERSHIP_MESSAGES.labels(kind=message.kind, direction="received").inc()
         settings = self.settings
@@ -513,6 +622,7 @@ class Membership:
             peer_id=settings.peer_id,
             url=settings.self_url,
             grpc_address=settings.grpc_advertise,
+            proof=self.prove(challenge),
         )
         config = self.overlay.config
         if isinstance(message, Ping):
@@ -536,7 +646,7 @@ class Membership:
         elif isinstance(message, Disconnect):
             current = self.overlay.active.get(message.peer.peer_id)
             if current is not None and current.url == message.peer.url:
-                self._spawn(self.overlay.on_disconnect(current))
+                self._spawn(self._disconnected(current))
         elif isinstance(message, Shuffle):
             self._spawn(
                 self.overlay.on_shuffle(
@@ -549,6 +659,22 @@ class Membership:
         elif isinstance(message, ShuffleReply):
             self._spawn(self.overlay.on_shuffle_reply(self._hearsay(message.entries)))
         return answer
+
+    async def _disconnected(self, peer: Descriptor) -> None:
+        """A DISCONNECT names `peer`, but anyone can send one: ask `peer` itself, at its
+        verified address (a proven ping), and demote it only if it no longer holds us."""
+        try:
+            mutual = await self._link.ping(peer, self.me)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            logger.info("%s sent a disconnect and then failed a ping: %s", peer.peer_id, exc)
+            await self.overlay.failed(peer.peer_id)
+            return
+        if mutual:
+            metrics.IDENTITY_CHECKS.labels(outcome="disconnect_ignored").inc()
+            logger.warning("ignored a disconnect for %s: it still holds us", peer.peer_id)
+            return
+        if self.overlay.active.get(peer.peer_id) is peer:  # not taken in again meanwhile
+            await self.overlay.on_disconnect(peer)
 
     def _heard(self, ref: PeerRef) -> Descriptor:
         """A peer named by another: kept as it was named (never over a verified address)."""
@@ -701,6 +827,10 @@ class Membership:
         if self._dirty:
             self._dirty = False
             self.memory.save([*self.overlay.active.values(), *self.overlay.passive.values()])
+        try:
+            self.keys.save()
+        except OSError as exc:
+            logger.warning("cannot save the peers' keys: %s", exc)
 
     def _update_gauges(self) -> None:
         for state, count in self.table.counts().items():

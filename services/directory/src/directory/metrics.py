@@ -19,6 +19,8 @@ __all__ = [
     "CONNECTION_CLOSE_REASONS",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
+    "IDENTITY_CHECKS",
+    "IDENTITY_OUTCOMES",
     "MEMBERSHIP_MESSAGES",
     "OVERLAY_FAILURES",
     "OVERLAY_REPLACEMENTS",
@@ -173,6 +175,24 @@ OVERLAY_FAILURES = Counter(
     "Neighbours dropped because a ping failed (after a search timed out on them, or in a "
     "round) or nothing was heard from them for peer_ttl_s.",
 )
+
+IDENTITY_OUTCOMES = (
+    "proven",
+    "no_proof",
+    "bad_proof",
+    "wrong_url",
+    "peer_id_taken",
+    "disconnect_ignored",
+)
+IDENTITY_CHECKS = Counter(
+    "peerfind_directory_identity_checks_total",
+    "Proofs of identity checked, by outcome: proven, refused (no_proof, bad_proof, "
+    "wrong_url: signed for another URL, peer_id_taken: another key holds the id), and "
+    "disconnect_ignored (a DISCONNECT its supposed sender denied).",
+    ["outcome"],
+)
+for _outcome in IDENTITY_OUTCOMES:
+    IDENTITY_CHECKS.labels(outcome=_outcome)
 
 for _role in SEARCH_ROLES:
     SEARCHES_RECEIVED.labels(role=_role)

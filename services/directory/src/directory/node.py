@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from directory.auth import PeerAuth
 from directory.forwarding import SearchForwarder
 from directory.health import HealthReport, TransferProbe
+from directory.identity import KeyBook, PeerKey
 from directory.membership import FilePeerMemory, Membership
 from directory.metrics import SearchMetrics, SummaryMetrics
 from directory.peercalls import RestPeerCalls
@@ -85,6 +86,8 @@ class Node:
             ),
             PeerUrlGuard(settings.peer_networks, resolve_hostnames=settings.resolve_hostnames),
             FilePeerMemory(settings.peers_path),
+            key=PeerKey.load_or_create(settings.identity_path),
+            keys=KeyBook(settings.keys_path),
         )
         self.forward = SearchForwarder(self.http, self.auth)
         self.search_policy = SearchPolicy(
@@ -126,7 +129,9 @@ class Node:
             settings.rate_limit_burst * FORWARD_RATE_FACTOR,
         )
         self.transfer = TransferProbe(settings)
-        self.health = HealthReport(settings, self.reader, self.table, self.transfer)
+        self.health = HealthReport(
+            settings, self.reader, self.table, self.transfer, self.membership.key.key_id
+        )
         self._background: list[asyncio.Task[None]] = []
         self._search_pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="search")
         self._search_slots = asyncio.BoundedSemaphore(SEARCH_QUEUE)

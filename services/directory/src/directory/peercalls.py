@@ -8,14 +8,17 @@ import re
 from pydantic import ValidationError
 
 from directory.auth import PeerAuth
+from directory.identity import Claim
 from directory.membership import PeerUnavailable, RegistrationError
 from directory.transport import PeerCallError, PeerHttp
 from directory.urlguard import PinnedUrl
 from peerfind.api import (
+    CHALLENGE_HEADER,
     PEER_ID_PATTERN,
     ErrorResponse,
     OverlayAnswer,
     OverlayMessage,
+    Proof,
     RegisterResponse,
 )
 
@@ -28,12 +31,21 @@ MAX_HEALTH_BYTES = 64 * 1024
 MAX_REGISTER_BYTES = 256 * 1024
 
 
-def _target(url: str, pinned: PinnedUrl | None) -> tuple[str, dict[str, str], str | None]:
-    """Where to connect, the Host header and the TLS server name for a (pinned) URL."""
+def _target(
+    url: str, pinned: PinnedUrl | None, challenge: str | None
+) -> tuple[str, dict[str, str], str | None]:
+    """Where to connect, the headers (Host, the challenge) and the TLS server name for a
+    (pinned) URL."""
+    headers = {CHALLENGE_HEADER: challenge} if challenge else {}
     if pinned is None:
-        return url, {}, None
+        return url, headers, None
     sni = pinned.host if pinned.scheme == "https" else None
-    return pinned.base, {"Host": pinned.host_header}, sni
+    return pinned.base, {"Host": pinned.host_header, **headers}, sni
+
+
+def _text(body: dict[str, object], key: str) -> str:
+    value = body.get(key, "")
+    return value if isinstance(value, str) else ""
 
 
 def _not_a_peer(url: str, cause: str) -> RegistrationError:
@@ -48,14 +60,17 @@ class RestPeerCalls:
         self.self_url = self_url
         self.timeout_s = timeout_s
 
-    async def health(self, url: str, pinned: PinnedUrl | None = None) -> tuple[str, str]:
-        """GET url/health: (peer_id, grpc_address).
+    async def health(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> tuple[Claim, Proof | None]:
+        """GET url/health: who answers, and its proof of that when `challenge` is given
+        (None if it gave none, or a malformed one: the caller refuses either).
 
         Every failure reads the same to whoever asked us to call (`not_a_peer`): a closed
         port, a service that is not HTTP, one that is not JSON and one that is not a peer
         are told apart only in this peer's log, so /register cannot serve as a port scanner.
         """
-        base, headers, sni = _target(url, pinned)
+        base, headers, sni = _target(url, pinned, challenge)
         try:
             answer = await self.http.call(
                 "GET",
@@ -73,21 +88,31 @@ class RestPeerCalls:
         peer_id = body.get("peer_id") if isinstance(body, dict) else None
         if not isinstance(peer_id, str) or not _PEER_ID.match(peer_id):
             raise _not_a_peer(url, "no valid peer_id")
-        grpc_address = body.get("grpc_address", "")
-        return peer_id, grpc_address if isinstance(grpc_address, str) else ""
+        claim = Claim(peer_id, _text(body, "url"), _text(body, "grpc_address"))
+        try:
+            proof = Proof.model_validate(body["proof"]) if body.get("proof") else None
+        except ValidationError:
+            proof = None
+        return claim, proof
 
-    async def register(self, url: str, pinned: PinnedUrl | None = None) -> RegisterResponse:
-        body = await self._post(url, "/register", {"url": self.self_url}, pinned)
+    async def register(
+        self, url: str, pinned: PinnedUrl | None = None, challenge: str | None = None
+    ) -> RegisterResponse:
+        body = await self._post(url, "/register", {"url": self.self_url}, pinned, challenge)
         try:
             return RegisterResponse.model_validate_json(body)
         except ValidationError:
             raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
 
     async def overlay(
-        self, url: str, message: OverlayMessage, pinned: PinnedUrl | None = None
+        self,
+        url: str,
+        message: OverlayMessage,
+        pinned: PinnedUrl | None = None,
+        challenge: str | None = None,
     ) -> OverlayAnswer:
         body = await self._post(
-            url, "/overlay", {"message": message.model_dump(mode="json")}, pinned
+            url, "/overlay", {"message": message.model_dump(mode="json")}, pinned, challenge
         )
         try:
             return OverlayAnswer.model_validate_json(body)
@@ -95,11 +120,16 @@ class RestPeerCalls:
             raise RegistrationError("not_a_peer", f"{url} gave a malformed answer") from None
 
     async def _post(
-        self, url: str, path: str, body: dict[str, object], pinned: PinnedUrl | None
+        self,
+        url: str,
+        path: str,
+        body: dict[str, object],
+        pinned: PinnedUrl | None,
+        challenge: str | None,
     ) -> bytes:
         """POST a membership message; the answer's body if 2xx. A peer that cannot be
         reached or fails (5xx) raises PeerUnavailable; one that refuses, RegistrationError."""
-        base, headers, sni = _target(url, pinned)
+        base, headers, sni = _target(url, pinned, challenge)
         try:
             answer = await self.http.call(
                 "POST",

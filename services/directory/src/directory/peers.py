@@ -46,6 +46,7 @@ class Peer:
     last_seen: float = 0.0
     failures: int = 0
     network: str | None = None  # /24 or /64 it was admitted from (None: friend or memory)
+    key_id: str = ""  # the key that proved peer_id (directory.identity)
 
     def info(self) -> PeerInfo:
         return PeerInfo(
@@ -55,6 +56,7 @@ class Peer:
             state=self.state,
             last_seen=self.last_seen,
             friend=self.friend,
+            key_id=self.key_id,
         )
 
 
@@ -151,6 +153,7 @@ class PeerTable:
         *,
         seen: bool = True,
         network: str | None = None,
+        key_id: str = "",
     ) -> tuple[Peer, bool]:
         """Add or refresh a peer verified at `url`. Returns (peer, was_added).
 
@@ -176,6 +179,7 @@ class PeerTable:
             peer.url = url
             peer.grpc_address = grpc_address or peer.grpc_address
             peer.friend = peer.friend or friend
+            peer.key_id = key_id or peer.key_id
             if seen:
                 peer.state, peer.last_seen, peer.failures = "alive", now, 0
             return peer, False
@@ -194,6 +198,7 @@ class PeerTable:
             state="alive" if seen else "suspect",
             last_seen=now,
             network=None if friend else network,
+            key_id=key_id,
         )
         self._add(peer)
         return peer, True

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from directory.deps import NodeDep
-from peerfind.api import HealthResponse
+from directory.deps import ChallengeDep, NodeDep
+from peerfind.api import ErrorResponse, HealthResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=HealthResponse)
-async def health(node: NodeDep) -> HealthResponse:
-    """`status` is `ok`, or `degraded` when the index is stale or transfer is down."""
-    return await node.health()
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={400: {"model": ErrorResponse}},
+)
+async def health(node: NodeDep, challenge: ChallengeDep) -> HealthResponse:
+    """`status` is `ok`, or `degraded` when the index is stale or transfer is down.
+    With an identity challenge, the answer carries this peer's `proof`."""
+    answer = await node.health()
+    answer.proof = node.membership.prove(challenge)
+    return answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from directory.deps import NodeDep, PeerAuth, PeerTraffic, RateLimited
+from directory.deps import ChallengeDep, NodeDep, PeerAuth, PeerTraffic, RateLimited
 from directory.errors import ApiError
 from directory.membership import RegistrationError
 from peerfind.api import (
@@ -31,7 +31,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     responses=_ERRORS,
     dependencies=[RateLimited, PeerAuth],
 )
-async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
+async def register(
+    body: RegisterRequest, node: NodeDep, challenge: ChallengeDep
+) -> RegisterResponse:
     """A peer joins through this one (HyParView's JOIN), after its URL answered `/health`
     as a peer. It becomes a neighbour (a full active view makes room: one neighbour moves
     to the passive view), and the join walks on through the overlay.
@@ -39,7 +41,7 @@ async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
     Answers with this peer's active view: the newcomer's first passive entries.
     """
     try:
-        return await node.membership.welcome(body.url)
+        return await node.membership.welcome(body.url, challenge)
     except RegistrationError as exc:
         raise ApiError(exc.status, exc.reason, exc.detail) from None
 
@@ -50,14 +52,14 @@ async def register(body: RegisterRequest, node: NodeDep) -> RegisterResponse:
     responses=_ERRORS,
     dependencies=[PeerTraffic],
 )
-async def overlay(body: OverlayRequest, node: NodeDep) -> OverlayAnswer:
+async def overlay(body: OverlayRequest, node: NodeDep, challenge: ChallengeDep) -> OverlayAnswer:
     """One overlay message from another peer: `forward_join`, `neighbor`, `disconnect`,
-    `shuffle` or `shuffle_reply` (docs/protocol.md, "Membership"). A `neighbor` request
+    `shuffle` or `shuffle_reply` (docs/architecture.md, "Membership"). A `neighbor` request
     is verified (its URL must answer `/health` with its id) and answered with `accepted`;
     the others are taken in and handled in the background.
     """
     try:
-        return await node.membership.receive(body.message)
+        return await node.membership.receive(body.message, challenge)
     except RegistrationError as exc:
         raise ApiError(exc.status, exc.reason, exc.detail) from None
 
