@@ -1,18 +1,24 @@
 """Memory per peer: the three processes of one peer idle, after 1 GiB of transfers, a minute later.
 
 One real peer (indexer, transfer, directory, with PERF_ENV as everywhere) on
-127.0.0.14, sharing a sparse 1 GiB file. Measured: the sum of the three processes'
-RSS (what `top` and a container's memory use show; USS and PSS beside it in the
-context), once idle, right after 1 GiB of transfers (one 1 GiB DummyDownload and
-64 MiB of DummyUpload, 4 MiB chunks: the largest a client may ask for, the case that
-keeps the most), and SETTLE_S later. The client is a plain grpc channel in this
-process: its own memory is not counted.
+127.0.0.14, sharing a sparse 1 GiB file. Measured: the physical memory its three
+processes hold, every page counted once however many of them map it (the page frames
+of /proc/PID/pagemap; PSS when they are hidden), which is what a machine gives the
+peer; the RSS sum, which counts a shared page once per process, is reported beside it,
+and USS and PSS per process are in the context. Once idle, right after 1 GiB of
+transfers (one 1 GiB DummyDownload and 64 MiB of DummyUpload, 4 MiB chunks: the largest
+a client may ask for, the case that keeps the most), and SETTLE_S later; then with
+three more idle peers started beside it, what each of the four holds. The client is a
+plain grpc channel in this process: its own memory is not counted.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,7 +30,8 @@ from peerfind_devnet import PeerProcesses, PeerSpec
 
 __all__ = ["run"]
 
-HOST = "127.0.0.14"
+HOST_PREFIX, HOST_BASE = "127.0.0.", 14  # the peer on .14, the crowd on .15-.17
+CROWD = 4
 FILE_NAME = "big.bin"
 GIB = 1024 * MIB
 CHUNK = 4 * MIB
@@ -34,13 +41,44 @@ IDLE_AIM_MIB = 160.0
 LIMITS_MIB = 256 + 512 + 256  # the containers' mem_limit (deploy/compose/services.yaml)
 
 
-def _memory(peer: PeerProcesses) -> dict[str, Any]:
+_PRESENT = 1 << 63
+_PFN_MASK = (1 << 55) - 1
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _frames(pid: int) -> set[int]:
+    """The physical page frames `pid` maps (resident pages), from /proc/PID/pagemap.
+
+    Empty when the frame numbers are hidden (they read as 0 without CAP_SYS_ADMIN)."""
+    frames: set[int] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if line.rstrip().endswith("[vsyscall]"):
+                continue
+            pagemap.seek(start // _PAGE * 8)
+            data = pagemap.read((end - start) // _PAGE * 8)
+            for (entry,) in struct.iter_unpack("<Q", data):
+                if entry & _PRESENT and entry & _PFN_MASK:
+                    frames.add(entry & _PFN_MASK)
+    return frames
+
+
+def _memory(peers: list[PeerProcesses]) -> dict[str, Any]:
+    """Per process RSS, USS and PSS, and `held`: the physical memory the peers' processes
+    map, each page counted once however many of them map it (what a machine gives the
+    peers; pages shared with processes outside them, libc's, are counted whole)."""
     per: dict[str, dict[str, float]] = {}
-    for name, pid in peer.pids().items():
-        info = psutil.Process(pid).memory_full_info()
-        per[name] = {"rss": info.rss / MIB, "uss": info.uss / MIB, "pss": info.pss / MIB}
+    frames: set[int] = set()
+    for peer in peers:
+        for name, pid in peer.pids().items():
+            info = psutil.Process(pid).memory_full_info()
+            key = name if len(peers) == 1 else f"{peer.spec.peer_id}.{name}"
+            per[key] = {"rss": info.rss / MIB, "uss": info.uss / MIB, "pss": info.pss / MIB}
+            frames |= _frames(pid)
     total = {k: sum(p[k] for p in per.values()) for k in ("rss", "uss", "pss")}
-    return {"total": total, "processes": per}
+    total["held"] = len(frames) * _PAGE / MIB if frames else total["pss"]
+    return {"total": total, "processes": per, "held_from": "pagemap" if frames else "pss"}
 
 
 def _transfers(address: str) -> float:
@@ -67,34 +105,52 @@ def _transfers(address: str) -> float:
     return time.perf_counter() - started
 
 
+def _peer(root: Path, n: int, shared: Path) -> PeerProcesses:
+    spec = PeerSpec.on_free_ports(
+        f"fpeer{n}", f"{HOST_PREFIX}{HOST_BASE + n}", shared, root / f"state{n}",
+        log_format="text", log_level="WARNING",
+    )  # fmt: skip
+    return PeerProcesses(spec, root)
+
+
 def run(ctx: Context) -> list[Result]:
     root = ctx.scratch("footprint")
     shared = root / "shared"
     shared.mkdir(exist_ok=True)
     with open(shared / FILE_NAME, "wb") as sparse:  # the size is all a dummy transfer reads
         sparse.truncate(GIB)
-    spec = PeerSpec.on_free_ports(
-        "fpeer", HOST, shared, root / "state", log_format="text", log_level="WARNING"
-    )
-    peer = PeerProcesses(spec, root)
+    peer = _peer(root, 0, shared)
+    others = [_peer(root, n, shared) for n in range(1, CROWD)]
     settle_s = 10.0 if ctx.quick else SETTLE_S
     try:
         peer.start()
         peer.wait_healthy(deadline_s=120)
         time.sleep(3.0)  # past start-up: the first scan, the first heartbeat
-        idle = _memory(peer)
-        seconds = _transfers(spec.grpc_address)
-        after = _memory(peer)
+        idle = _memory([peer])
+        seconds = _transfers(peer.spec.grpc_address)
+        after = _memory([peer])
         time.sleep(settle_s)
-        later = _memory(peer)
+        later = _memory([peer])
+        for other in others:  # then a crowd: what each peer holds when several share a host
+            other.start()
+        for other in others:
+            other.wait_healthy(deadline_s=120)
+        time.sleep(3.0)
+        crowd = _memory([peer, *others])
     finally:
-        peer.stop()
-    idle_mib, after_mib, later_mib = (m["total"]["rss"] for m in (idle, after, later))
+        for p in (peer, *others):
+            p.stop()
+    idle_mib, after_mib, later_mib = (m["total"]["held"] for m in (idle, after, later))
+    each_mib = crowd["total"]["held"] / CROWD
     ctx.log(
-        f"peer memory (RSS, MiB): idle {idle_mib:.0f}, after 1 GiB {after_mib:.0f} "
-        f"({seconds:.1f} s), {settle_s:.0f} s later {later_mib:.0f}"
+        f"peer memory (held, MiB): idle {idle_mib:.0f} (RSS {idle['total']['rss']:.0f}), "
+        f"after 1 GiB {after_mib:.0f} ({seconds:.1f} s), {settle_s:.0f} s later "
+        f"{later_mib:.0f}; {CROWD} idle peers {each_mib:.0f} each"
     )
-    what = "RSS of a peer's three processes (indexer + transfer + directory), MiB"
+    what = (
+        "physical memory held by a peer's three processes (indexer + transfer + directory), "
+        "each page once (pagemap), MiB"
+    )
     return [
         Result.absolute(
             "footprint.peer_idle",
@@ -103,6 +159,17 @@ def run(ctx: Context) -> list[Result]:
             below=IDLE_AIM_MIB,
             aim=f"<= {IDLE_AIM_MIB:.0f} MiB",
             context={"what": f"{what}, idle", "memory": idle},
+        ),
+        Result.context_only(
+            "footprint.peer_idle_rss",
+            idle["total"]["rss"],
+            "MiB",
+            "the same peer's held memory",
+            idle_mib,
+            why="RSS counts a page once for every process that maps it: the shared libraries "
+            "the three processes all load (Python's, pydantic-core's, grpc's, OpenSSL's) "
+            "count up to three times; a machine gives the peer the held figure",
+            context={"what": "the sum of the three processes' RSS (what top shows), idle"},
         ),
         Result.absolute(
             "footprint.peer_after_1gib",
@@ -127,5 +194,15 @@ def run(ctx: Context) -> list[Result]:
             at_most=1.10,
             aim="<= 1.1x idle (back within 10%)",
             context={"what": f"{what}, {settle_s:.0f} s after the transfers", "memory": later},
+        ),
+        Result.context_only(
+            "footprint.crowd_idle_each",
+            each_mib,
+            "MiB",
+            "one peer alone, idle",
+            idle_mib,
+            why=f"what each of {CROWD} idle peers on one host holds (their twelve processes' "
+            "pages, each once, over four): the figure that says how many fit",
+            context={"what": f"{what}, {CROWD} peers idle, per peer", "memory": crowd},
         ),
     ]
