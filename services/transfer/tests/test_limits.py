@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from peerfind.index import FileEntry
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 from transfer.server import server_options
-from transfer.servicer import FileTransferServicer
+from transfer.servicer import FileTransferServicer, add_to_server
 
 from .conftest import CLIENT_OPTIONS, FILES, entries, make_settings, write_index
 
@@ -82,7 +82,7 @@ async def two_way(tmp_path: Path, sock_dir: Path) -> AsyncIterator[ServerFactory
         write_index(settings, [*entries(FILES), big])
         server = grpc.aio.server(options=server_options(settings))
         servicer = FileTransferServicer(settings)
-        transfer_pb2_grpc.add_FileTransferServicer_to_server(servicer, server)
+        add_to_server(servicer, server)  # as transfer.server registers it
         port = server.add_insecure_port("127.0.0.1:0")
         sock = f"unix:{sock_dir / 't.sock'}"
         server.add_insecure_port(sock)

@@ -84,6 +84,7 @@ __all__ = [
     "FileTransferServicer",
     "RpcFailure",
     "add_to_server",
+    "chunk_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,11 +178,38 @@ def _client_gone_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.Statu
     return grpc.StatusCode.CANCELLED
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def chunk_frame(data: bytes, offset: int, name: str = "") -> bytes:
+    """`FileChunk(data=data, offset=offset, name=name)` as its wire bytes, built with one
+    copy of `data`. Fields go out as offset (2), name (3), then data (1): protobuf parsers
+    accept fields in any order, so this parses as that message does; the proto3 default
+    values (offset 0, name "") are left out, as SerializeToString leaves them."""
+    parts = []
+    if offset:
+        parts.append(b"\x10" + _varint(offset))
+    if name:
+        encoded = name.encode()
+        parts.append(b"\x1a" + _varint(len(encoded)) + encoded)
+    if data:
+        parts.append(b"\x0a" + _varint(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
 def add_to_server(servicer: FileTransferServicer, server: grpc.aio.Server) -> None:
     """Register `servicer` like the generated `add_FileTransferServicer_to_server`, except
     that the request of a download is parsed here: grpc.aio answers bytes its
     deserializer cannot parse with UNKNOWN and the exception's class name; these get
-    INVALID_ARGUMENT and one line instead."""
+    INVALID_ARGUMENT and one line instead. And Download's chunks are written as their
+    wire bytes (`chunk_frame`), so this is the one way to register the servicer."""
 
     def parsed(
         method: str, handler: Callable[[transfer_pb2.FileRequest, DownloadContext], Awaitable[None]]
@@ -203,7 +231,7 @@ def add_to_server(servicer: FileTransferServicer, server: grpc.aio.Server) -> No
         FILE_DOWNLOAD: grpc.unary_stream_rpc_method_handler(
             parsed(FILE_DOWNLOAD, servicer.Download),
             request_deserializer=None,  # the raw bytes
-            response_serializer=transfer_pb2.FileChunk.SerializeToString,
+            response_serializer=None,  # Download writes each chunk's wire bytes
         ),
         DOWNLOAD: grpc.unary_stream_rpc_method_handler(
             parsed(DOWNLOAD, servicer.DummyDownload),
@@ -494,11 +522,10 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         with self._open(entry, request.sha256) as f:
             if end == start:
                 return
-            # A new message per chunk, never `chunk.data = ...` on one message: upb
-            # keeps every assigned payload in the message's arena until the message is
-            # freed, so one reused message grew by the whole file (docs/benchmarks.md,
-            # "Download: one message per chunk").
-            new_chunk = transfer_pb2.FileChunk
+            # Each chunk goes out as its wire bytes (`chunk_frame`), built with one copy
+            # of the payload: a FileChunk message would copy it in, then out again to
+            # serialize (docs/benchmarks.md, "Download: the chunk's wire bytes").
+            name = entry.name
             write = context.write
             read = f.read
             unchanged = f.check_unchanged
@@ -515,12 +542,10 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                     if len(data) != n:
                         raise FileChanged(f"{entry.path} shrank while it was being read")
                     unchanged()  # after the read: the bytes sent all come from one version
-                    if pos == start:  # only the first chunk carries the name
-                        chunk = new_chunk(data=data, offset=pos, name=entry.name)
-                    else:
-                        chunk = new_chunk(data=data, offset=pos)
+                    # Only the first chunk carries the name.
+                    frame = chunk_frame(data, pos, name if pos == start else "")
                     try:
-                        await write(chunk)
+                        await write(frame)  # type: ignore[arg-type]  # wire bytes, see above
                     except Exception:
                         # As in DummyDownload: the client went away, stop quietly.
                         progress.ended = _client_gone_code(context)
