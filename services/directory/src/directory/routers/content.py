@@ -158,7 +158,10 @@ async def content(
     async def body() -> AsyncIterator[bytes]:
         try:
             yield first.data
-            async for chunk in call:
+            # read() on, never `async for`: grpc.aio refuses to mix the two styles on
+            # one call (UsageError), which cut every body after its first chunk.
+            while (chunk := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+                assert isinstance(chunk, transfer_pb2.FileChunk)
                 yield chunk.data
         finally:
             call.cancel()
