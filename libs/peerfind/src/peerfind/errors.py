@@ -2,7 +2,7 @@
 
 PeerfindError
 ├── ConfigError         an invalid peer config (file or environment); services exit 2
-├── InvalidNameError    a file name that looks like a path (INVALID_ARGUMENT on the wire)
+├── InvalidNameError    a file name or shared path no index can hold (INVALID_ARGUMENT on the wire)
 ├── IndexUnavailable    the peer's index database cannot be opened or read
 │   └── IndexCorrupt        it is not a database, or a damaged one (the indexer rebuilds it)
 └── ClientError         the CLI / typed client could not complete a call
@@ -45,7 +45,8 @@ class ConfigError(PeerfindError):
 
 
 class InvalidNameError(PeerfindError, ValueError):
-    """A file name that is empty, too long, or resembles a path."""
+    """A file name that no file can have ('', '.', '..', '/' or NUL in it, too long), a
+    shared path that is not a plain relative one, or a name and a path that disagree."""
 
 
 class IndexUnavailable(PeerfindError):
