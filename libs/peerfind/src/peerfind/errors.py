@@ -9,7 +9,8 @@ PeerfindError
     ├── PeerUnreachable     the peer did not answer (connect error, timeout)
     │   └── PeerStalled         it stopped sending in the middle of a stream
     ├── PeerRefused         the peer answered with a 4xx/5xx or a gRPC error status
-    └── FileNotLocated      no peer in reach holds the requested name
+    ├── FileNotLocated      no peer in reach holds the requested name
+    └── AmbiguousName       the name is at several paths that hold different files
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "AmbiguousName",
     "ClientError",
     "ConfigError",
     "FileNotLocated",
@@ -75,6 +77,15 @@ class PeerRefused(ClientError):
 
 class FileNotLocated(ClientError):
     """No reachable peer holds the requested file."""
+
+
+class AmbiguousName(ClientError):
+    """The name is at several paths that hold (or may hold) different files; `paths`
+    lists them, each as (peer id, path). Choose one by path."""
+
+    def __init__(self, message: str, paths: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.paths = paths
 
 
 def short_error(exc: BaseException | None) -> str:
