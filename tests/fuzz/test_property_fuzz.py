@@ -4,8 +4,9 @@
   stranger hands to /register;
 - the /search query checks, directly and through the ASGI app: any string gets a
   200 or a 422, never a 5xx;
-- `peerfind.index.validate_file_name`, the transfer service's name resolver, and
-  `IndexReader.search` / `lookup` against a real SQLite index (FTS5 phrase quoting,
+- `peerfind.index.validate_file_name` and `validate_shared_path`, `IndexReader.resolve`
+  (the transfer service's and the content route's one resolver of a name and a path),
+  and `IndexReader.search` / `lookup` against a real SQLite index (FTS5 phrase quoting,
   and case folding that agrees with Python's `str.casefold` for any Unicode).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os.path
 import string
 import unicodedata
 import urllib.parse
@@ -31,7 +33,15 @@ from directory.urlguard import PeerUrlGuard, UrlRefused
 from peerfind.api import MAX_QUERY_LENGTH, ErrorResponse, SearchRequest, SearchResponse
 from peerfind.config import PeerSettings, validate_http_url
 from peerfind.errors import InvalidNameError
-from peerfind.index import MAX_NAME_LENGTH, FileEntry, IndexReader, IndexWriter, validate_file_name
+from peerfind.index import (
+    MAX_NAME_LENGTH,
+    MAX_PATH_LENGTH,
+    FileEntry,
+    IndexReader,
+    IndexWriter,
+    validate_file_name,
+    validate_shared_path,
+)
 
 FUZZ = settings(
     max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -173,7 +183,9 @@ SAMPLE_NAMES = [
     'quote"d.txt',
     "it's.md",
     "100%_done.csv",
-    "back\\slash?.bin",  # stored as indexed; validate_file_name only guards lookups
+    "back\\slash?.bin",  # a POSIX name like any other (issue 17, item 16)
+    "tab\tand\nnewline.txt",
+    "a..b",
     "ünïcødé Straße.md",
     "日本語のファイル.txt",
     "a",
@@ -281,12 +293,15 @@ def test_search_endpoint_answers_any_parameters_without_a_server_error(
 
 
 def _name_ok(name: str) -> bool:
+    """What some file on POSIX may have as its base name, and an index may store (UTF-8):
+    names are looked up, never joined to a path (issue 17, item 16 relaxed the old rule,
+    which also refused '\\', '..' anywhere and control characters)."""
     return (
         0 < len(name) <= MAX_NAME_LENGTH
-        and not any(c in name for c in "/\\\x00")
-        and name != "."
-        and ".." not in name
-        and not any(unicodedata.category(c) == "Cc" for c in name)
+        and "/" not in name
+        and "\x00" not in name
+        and name not in (".", "..")
+        and not any(unicodedata.category(c) == "Cs" for c in name)
     )
 
 
@@ -308,13 +323,81 @@ names = st.one_of(
 @example("x" * MAX_NAME_LENGTH)
 @example("x" * (MAX_NAME_LENGTH + 1))
 @example("\u202eexe.txt")
-def test_validate_file_name_refuses_exactly_paths_and_control_characters(name: str) -> None:
+@example("tab\there")
+@example("\n")
+@example("\udc80")
+def test_validate_file_name_refuses_exactly_what_no_base_name_can_be(name: str) -> None:
     if _name_ok(name):
         assert validate_file_name(name) == name
     else:
         with pytest.raises(InvalidNameError) as info:
             validate_file_name(name)
         assert isinstance(info.value, ValueError)  # what callers catch
+
+
+paths = st.one_of(
+    st.lists(names, min_size=0, max_size=5).map("/".join),
+    st.text(alphabet=st.sampled_from("./ab\x00"), max_size=12),
+    nasty_text,
+)
+
+
+@FUZZ
+@given(path=paths)
+@example("")
+@example("/")
+@example("a/")
+@example("/a")
+@example("a//b")
+@example("a/./b")
+@example("a/../../etc/passwd")
+@example("..a/b..")
+@example("x" * (MAX_PATH_LENGTH + 1))
+def test_validate_shared_path_accepts_exactly_plain_relative_paths(path: str) -> None:
+    parts = path.split("/")
+    plain = 0 < len(path) <= MAX_PATH_LENGTH and all(_name_ok(p) for p in parts)
+    if not plain:
+        with pytest.raises(InvalidNameError):
+            validate_shared_path(path)
+        return
+    assert validate_shared_path(path) == path
+    # What it accepts never leaves the folder it is relative to, whatever it holds.
+    root = "/srv/shared"
+    joined = os.path.normpath(os.path.join(root, path))
+    assert joined.startswith(root + "/") and joined == f"{root}/{path}"
+
+
+@FUZZ
+@given(name=st.one_of(st.just(""), names), path=st.one_of(st.just(""), paths))
+@example(name="hello.txt", path="dir0/hello.txt")
+@example(name="", path="dir0/hello.txt")
+@example(name="hello.txt", path="dir1/hello.txt")
+@example(name="HELLO2.TXT", path="dir0/hello.txt")
+@example(name="a..b", path="")
+def test_resolve_finds_exactly_the_named_path_or_refuses(
+    index: tuple[IndexWriter, Path], name: str, path: str
+) -> None:
+    reader = IndexReader(index[1])
+    stored = {f"dir{i}/{n}": n for i, n in enumerate(SAMPLE_NAMES)}
+    try:
+        entry = reader.resolve(name, path)
+    except InvalidNameError:
+        if path:
+            base = path.rpartition("/")[2]
+            refused_path = not (0 < len(path) <= MAX_PATH_LENGTH) or not all(
+                _name_ok(p) for p in path.split("/")
+            )
+            assert refused_path or (name and name != base)
+        else:
+            assert not _name_ok(name)
+        return
+    if path:
+        assert (entry is not None) == (path in stored)
+        assert entry is None or (entry.path == path and entry.name == stored[path])
+    else:
+        assert _name_ok(name)
+        assert (entry is not None) == (name in SAMPLE_NAMES)
+        assert entry is None or entry.name == name
 
 
 @FUZZ

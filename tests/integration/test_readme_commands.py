@@ -8,7 +8,8 @@ command passes when it exits 0 (curl runs with `--fail`, so an HTTP error fails 
 
 `peerfind get` is checked further: its `--output` under /tmp goes to the test's own
 folder, it runs once every owner has hashed the file (before that `get` says "retry in
-a moment", as the README tells), and what it wrote must be the owner's bytes.
+a moment", as the README tells), and what it wrote must be the owner's bytes (of the
+file at `--path`, when the command names one).
 """
 
 from __future__ import annotations
@@ -54,16 +55,17 @@ def localize(command: str, network: Devnet, scratch: Path) -> list[str]:
     return argv
 
 
-def owners_of(name: str, network: Devnet) -> list[Path]:
-    """The shared copies of `name`, once every owner's hit carries its sha256."""
+def owners_of(name: str, network: Devnet, path: str | None = None) -> list[Path]:
+    """The shared copies of `name` (at `path` only, when given), once every owner's hit
+    carries its sha256."""
     entry = network["peer1"].spec.url
 
     def hashed() -> list[Path] | None:
         body = httpx.get(f"{entry}/search", params={"query": name}, timeout=10).json()
-        hits = [h for h in body["hits"] if h["name"] == name]
+        hits = [h for h in body["hits"] if h["name"] == name and path in (None, h["path"])]
         if not hits or any(h["sha256"] is None for h in hits):
             return None
-        return [network[h["peer_id"]].spec.shared_dir / name for h in hits]
+        return [network[h["peer_id"]].spec.shared_dir / h["path"] for h in hits]
 
     found: list[Path] = wait_for(hashed, 60, what=f"{name} hashed by its owners")
     return found
@@ -74,7 +76,8 @@ def test_readme_command_succeeds(command: str, network: Devnet, tmp_path: Path) 
     argv = localize(command, network, tmp_path)
     assert "127.0.0.1:80" not in " ".join(argv[1:]), "an address the test did not map"
     is_get = Path(argv[0]).name == "peerfind" and argv[1:2] == ["get"]
-    copies = owners_of(argv[2], network) if is_get else []
+    path = argv[argv.index("--path") + 1] if "--path" in argv else None
+    copies = owners_of(argv[2], network, path) if is_get else []
     env = {**os.environ, "PEERFIND_PEER": network["peer1"].spec.url}
     result = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path

@@ -242,7 +242,7 @@ def test_http_content_with_range_for_curl_and_a_browser(
     peer = net["peer1"].spec
     hit = httpx.get(f"{peer.url}/search", params={"query": "notes.txt"}, timeout=10).json()
     link = hit["hits"][0]["content_url"]
-    assert link == f"{peer.url}/files/notes.txt/content"
+    assert link == f"{peer.url}/files/notes.txt/content?path=notes.txt"
     curl = shutil.which("curl")
     if curl is not None:
         part = subprocess.run(
@@ -281,3 +281,81 @@ def test_http_content_with_range_for_curl_and_a_browser(
             timeout=120,
         )
         assert "line 01999 of a shared text file" in dom.stdout, dom.stderr[-2000:]
+
+
+def test_same_named_files_and_odd_names_are_each_fetched_by_path(
+    make_network: NetworkFactory, tmp_path: Path
+) -> None:
+    """Issue 17, item 16: of a/dup.txt and b/dup.txt only the first by path could ever be
+    fetched, and a name with a tab was listed but refused."""
+    net = make_network(count=2)
+    net.start()
+    first, second = os.urandom(3 * MiB + 1), os.urandom(2 * MiB + 7)
+    tabbed = "tab\there..txt"
+    placed = {
+        ("peer2", "a/dup.txt"): first,
+        ("peer2", "b/dup.txt"): second,
+        ("peer1", "elsewhere/dup.txt"): first,  # the same bytes in another folder
+        ("peer2", f"odd/{tabbed}"): b"a name with a tab\n",
+    }
+    for (peer_id, path), data in placed.items():
+        target = net[peer_id].spec.shared_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    entry = net["peer1"].spec.url
+    digest = {path: hashlib.sha256(data).hexdigest() for (_, path), data in placed.items()}
+
+    def hashed(query: str, count: int) -> list[Any] | None:
+        params = {"query": query, "mode": "flood"}  # every hit, not the first a walk finds
+        body = httpx.get(f"{entry}/search", params=params, timeout=10).json()
+        hits = [h for h in body["hits"] if h["sha256"] == digest.get(h["path"])]
+        return hits if len(hits) == count else None
+
+    dups = wait_for(lambda: hashed("dup.txt", 3), 60, what="the three dup.txt hashed")
+    wait_for(lambda: hashed("here..txt", 1), 60, what=f"{tabbed!r} hashed")
+
+    # Each folder's file, by its path; the one in two folders from both of its owners,
+    # each asked for its own path.
+    out_a, out_b = tmp_path / "a-dup.txt", tmp_path / "b-dup.txt"
+    summary = get(net, "dup.txt", "--path", "a/dup.txt", "-o", str(out_a), "--sources", "2")
+    assert summary["sha256"] == digest["a/dup.txt"]
+    assert summary["owner_paths"] == {"peer2": "a/dup.txt", "peer1": "elsewhere/dup.txt"}
+    assert out_a.read_bytes() == first
+    summary = get(net, "dup.txt", "--path", "b/dup.txt", "-o", str(out_b))
+    assert (summary["sha256"], summary["owners"]) == (digest["b/dup.txt"], ["peer2"])
+    assert out_b.read_bytes() == second
+
+    # Without --path: one line naming the paths, nothing written.
+    refused = subprocess.run(
+        [*CLI, "get", "dup.txt", "-o", str(tmp_path / "x"), "--peer", entry],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith("peerfind: 'dup.txt' is at 3 paths that may hold")
+    assert "'b/dup.txt' (peer2)" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+    # A name with a tab: fetched where --output says, and listed with a link to it.
+    out_t = tmp_path / "tabbed.txt"
+    assert get(net, tabbed, "--output", str(out_t))["sha256"] == digest[f"odd/{tabbed}"]
+    assert out_t.read_bytes() == b"a name with a tab\n"
+    dummy = subprocess.run(
+        [*CLI, "download", "dup.txt", "--path", "b/dup.txt", "--peer", entry, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dummy.returncode == 0, dummy.stderr
+    assert (json.loads(dummy.stdout)["bytes"], json.loads(dummy.stdout)["path"]) == (
+        len(second),
+        "b/dup.txt",
+    )
+
+    # Every hit's content_url opens its own file, whatever its name holds.
+    for hit in [*dups, *(hashed("here..txt", 1) or [])]:
+        body = httpx.get(hit["content_url"], timeout=30)
+        assert body.status_code == 200, body.text
+        assert hashlib.sha256(body.content).hexdigest() == hit["sha256"], hit["path"]

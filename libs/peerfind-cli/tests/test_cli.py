@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -803,3 +805,171 @@ def test_bad_search_values_are_one_line(
     assert code == 2
     assert json.loads(out)["exit_code"] == 2
     assert_one_error_line(err, start)
+
+
+# --------------------------------------------------------------------------- names and paths
+# Issue 17, item 16: names with tabs, newlines or '..' were listed but refused, and of two
+# files of one name in different folders only the first by path could ever be fetched.
+
+DUP_A, DUP_B = b"the dup.txt of folder a", b"the dup.txt of folder b, not the same"
+
+
+def owned(hit: HitFactory, name: str, peer_id: str, address: str, path: str, data: bytes) -> Any:
+    """A hit for `data` at `path`, hashed, as a peer lists it."""
+    found = hit(name, peer_id, address, size=len(data))
+    return found.model_copy(update={"path": path, "sha256": hashlib.sha256(data).hexdigest()})
+
+
+def dups(directory: Any, transfer: Any, hit: HitFactory) -> None:
+    """peer3 shares a/dup.txt and b/dup.txt, two different files."""
+    transfer.servicer.shared = {"a/dup.txt": DUP_A, "b/dup.txt": DUP_B}
+    directory.state.hits = [
+        owned(hit, "dup.txt", "peer3", transfer.address, "a/dup.txt", DUP_A),
+        owned(hit, "dup.txt", "peer3", transfer.address, "b/dup.txt", DUP_B),
+    ]
+
+
+async def test_get_chooses_among_same_named_files_by_path(
+    directory: Any, transfer: Any, hit: HitFactory, tmp_path: Path
+) -> None:
+    dups(directory, transfer, hit)
+    for path, data in (("b/dup.txt", DUP_B), ("a/dup.txt", DUP_A)):
+        out = tmp_path / path.replace("/", "-")
+        result = await cli(
+            "get", "dup.txt", "--path", path, "-o", str(out), "--peer", directory.url
+        )
+        assert result.exit_code == 0, result.output
+        assert out.read_bytes() == data
+        assert {r.path for r in transfer.servicer.requests} == {path}
+        transfer.servicer.requests.clear()
+        assert result.stdout.startswith(f"got dup.txt -> {out}: {len(data)} bytes"), result.stdout
+
+
+async def test_get_of_a_name_in_two_folders_lists_them_and_fetches_nothing(
+    directory: Any, transfer: Any, hit: HitFactory, tmp_path: Path
+) -> None:
+    dups(directory, transfer, hit)
+    out = tmp_path / "dup.txt"
+    for command in ("get", "download"):
+        args = ["-o", str(out)] if command == "get" else []
+        result = await cli(command, "dup.txt", *args, "--peer", directory.url)
+        assert result.exit_code == 1, result.output
+        assert_one_error_line(result.stderr)
+        assert result.stderr == (
+            "peerfind: 'dup.txt' is at 2 paths that may hold different files: "
+            "'a/dup.txt' (peer3), 'b/dup.txt' (peer3); choose one with --path PATH\n"
+        )
+    assert transfer.servicer.requests == []
+    assert not out.exists()
+
+
+async def test_get_of_one_file_in_two_folders_needs_no_path(
+    directory: Any, transfer: Any, hit: HitFactory, tmp_path: Path
+) -> None:
+    """Same bytes at different paths on two owners: one file, fetched from both, each
+    asked for its own path."""
+    transfer.servicer.shared = {"x/same.bin": DUP_A * 1000, "y/same.bin": DUP_A * 1000}
+    directory.state.hits = [
+        owned(hit, "same.bin", "peer2", transfer.address, "x/same.bin", DUP_A * 1000),
+        owned(hit, "same.bin", "peer3", transfer.address, "y/same.bin", DUP_A * 1000),
+    ]
+    out = tmp_path / "same.bin"
+    result = await cli(
+        "get", "same.bin", "-o", str(out), "--peer", directory.url, "--sources", "2", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == DUP_A * 1000
+    summary = json.loads(result.stdout)
+    assert summary["owner_paths"] == {"peer2": "x/same.bin", "peer3": "y/same.bin"}
+    assert {r.path for r in transfer.servicer.requests} <= {"x/same.bin", "y/same.bin"}
+
+
+async def test_get_of_a_name_with_a_newline_needs_output(
+    directory: Any, transfer: Any, hit: HitFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "new\nline\tname.txt"
+    data = b"a name a shell would split"
+    transfer.servicer.shared = {f"odd/{name}": data}
+    directory.state.hits = [owned(hit, name, "peer3", transfer.address, f"odd/{name}", data)]
+    monkeypatch.chdir(tmp_path)
+    refused = await cli("get", name, "--peer", directory.url)
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        "peerfind: 'new\\nline\\tname.txt' has control or bidirectional characters: choose "
+        "the file to write with --output FILE\n"
+    )
+    assert os.listdir(tmp_path) == []
+    out = tmp_path / "newline.txt"
+    result = await cli("get", name, "--output", str(out), "--peer", directory.url)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == data
+    assert transfer.servicer.requests[-1].path == f"odd/{name}"
+    # The search asked for the longest piece without a control character (a query may
+    # hold none); the exact name was kept from the hits.
+    assert directory.state.requests[-1][2]["query"] == "name.txt"
+    assert "\n" not in result.stdout.strip()  # the name is escaped in the summary
+    assert result.stdout.startswith("got new\\nline\\tname.txt -> ")
+
+
+async def test_download_sends_the_hit_path_and_takes_path(
+    directory: Any, transfer: Any, hit: HitFactory
+) -> None:
+    directory.state.hits = [hit("hello3.txt", "peer3", transfer.address, size=6)]
+    result = await invoke_async("download", "hello3.txt", "--peer", directory.url, "--json")
+    assert result.exit_code == 0, result.output
+    assert transfer.servicer.requests[-1].path == "docs/hello3.txt"
+    assert json.loads(result.stdout)["path"] == "docs/hello3.txt"
+    dups(directory, transfer, hit)
+    result = await invoke_async(
+        "download", "dup.txt", "--path", "b/dup.txt", "--peer", directory.url
+    )
+    assert result.exit_code == 0, result.output
+    assert transfer.servicer.requests[-1].path == "b/dup.txt"
+    assert f"{len(DUP_B)} bytes in 1 chunks" in result.stdout
+
+
+async def test_a_path_nobody_has_names_the_paths_there_are(
+    directory: Any, transfer: Any, hit: HitFactory, tmp_path: Path
+) -> None:
+    dups(directory, transfer, hit)
+    out = tmp_path / "dup.txt"
+    for command in (["get", "-o", str(out)], ["download"]):
+        result = await cli(
+            command[0], "dup.txt", *command[1:], "--path", "c/dup.txt", "--peer", directory.url
+        )
+        assert result.exit_code == 1
+        assert result.stderr == (
+            "peerfind: no peer in reach has 'dup.txt' at 'c/dup.txt' "
+            "(it is at 'a/dup.txt', 'b/dup.txt')\n"
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        (["dup.txt", "--path", "a/other.txt"], "peerfind: --path 'a/other.txt' is not a path of"),
+        (["dup.txt", "--path", "../dup.txt"], "peerfind: invalid --path '../dup.txt'"),
+        (["dup.txt", "--path", "/a/dup.txt"], "peerfind: invalid --path '/a/dup.txt'"),
+        (["..", "--path", "a/.."], "peerfind: invalid file name '..'"),
+        (["a/dup.txt"], "peerfind: invalid file name 'a/dup.txt'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["get", "download"])
+def test_bad_names_and_paths_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], dead_port: int, command: str, args: list[str], start: str
+) -> None:
+    url = f"http://127.0.0.1:{dead_port}"  # refused before any call
+    code, _, err = run_main(capsys, command, *args, "--peer", url)
+    assert code == 2
+    assert_one_error_line(err, start)
+
+
+@pytest.mark.parametrize("name", ["tab\there.txt", "a..b", "back\\slash", "..x"])
+async def test_names_a_file_may_have_are_downloaded(
+    directory: Any, transfer: Any, hit: HitFactory, name: str
+) -> None:
+    transfer.servicer.shared = {f"d/{name}": b"12345"}
+    directory.state.hits = [owned(hit, name, "peer3", transfer.address, f"d/{name}", b"12345")]
+    result = await invoke_async("download", name, "--peer", directory.url)
+    assert result.exit_code == 0, result.output
+    assert transfer.servicer.requests[-1].path == f"d/{name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +20,15 @@ from peerfind.client import (
     choose_owner,
     download_from,
     locate,
+    pick_version,
     resolve_transfer_address,
     upload_to,
     validate_grpc_address,
 )
+from peerfind.client._workflows import locate_query
 from peerfind.config import MAX_CHUNK_SIZE
 from peerfind.errors import (
+    AmbiguousName,
     ClientError,
     FileNotLocated,
     PeerRefused,
@@ -293,6 +297,106 @@ def test_choose_owner(hit: HitFactory) -> None:
         choose_owner(hits, "peer2")
     with pytest.raises(ClientError, match="no owner of 'a' advertises"):
         choose_owner(hits[:1])
+
+
+# --------------------------------------------------------------------------- names and paths
+
+
+def at(path: str, peer_id: str, sha256: str | None, grpc_address: str = "h:1") -> SearchHit:
+    name = path.rpartition("/")[2]
+    return make_hit(name, peer_id, grpc_address).model_copy(update={"path": path, "sha256": sha256})
+
+
+def test_locate_query_is_the_longest_piece_a_search_may_hold() -> None:
+    assert locate_query("plain name.txt") == "plain name.txt"
+    assert locate_query("report\t2024-final.txt") == "2024-final.txt"
+    assert locate_query("a\nb") == "a"
+    assert locate_query("\x1b[31mred") == "[31mred"
+    assert locate_query(" \t x") == " x"  # white space alone is no query
+    with pytest.raises(ClientError, match="nothing but control characters"):
+        locate_query("\t \n")
+
+
+async def test_locate_finds_a_name_with_a_tab_by_a_piece_of_it(
+    directory: Any, hit: HitFactory
+) -> None:
+    directory.state.hits = [hit("a\tb.txt", "peer3", "h:1"), hit("b.txt", "peer3", "h:1")]
+    hits = await locate(directory.url, "a\tb.txt")
+    assert [h.name for h in hits] == ["a\tb.txt"]
+    assert directory.state.requests[-1][2]["query"] == "b.txt"
+
+
+def test_pick_version_of_one_path_takes_most_owners_as_before() -> None:
+    hits = [at("d/f", "p1", "aa"), at("d/f", "p2", "bb"), at("d/f", "p3", "bb")]
+    assert pick_version(hits) == ("bb", [hits[1], hits[2]])
+    assert pick_version(hits, "AA") == ("aa", [hits[0]])
+
+
+def test_pick_version_refuses_a_name_in_folders_that_disagree() -> None:
+    hits = [at("a/dup.txt", "p1", "aa"), at("b/dup.txt", "p1", "bb"), at("a/dup.txt", "p2", "aa")]
+    with pytest.raises(AmbiguousName) as caught:
+        pick_version(hits)
+    assert str(caught.value) == (
+        "'dup.txt' is at 2 paths that may hold different files: 'a/dup.txt' (p1, p2), "
+        "'b/dup.txt' (p1); choose one with --path PATH"
+    )
+    assert caught.value.paths == [("p1", "a/dup.txt"), ("p1", "b/dup.txt"), ("p2", "a/dup.txt")]
+    assert pick_version(hits, path="b/dup.txt") == ("bb", [hits[1]])
+    assert pick_version(hits, path="a/dup.txt") == ("aa", [hits[0], hits[2]])
+    assert pick_version(hits, "bb") == ("bb", [hits[1]])  # a digest names the content
+    with pytest.raises(
+        ClientError, match=re.escape("at 'a/dup.txt' holds the version with sha256 bb")
+    ):
+        pick_version(hits, "bb", "a/dup.txt")
+    with pytest.raises(FileNotLocated, match=re.escape("it is at 'a/dup.txt', 'b/dup.txt'")):
+        pick_version(hits, path="c/dup.txt")
+
+
+def test_pick_version_takes_every_owner_of_the_bytes_at_its_own_path() -> None:
+    hits = [
+        at("x/same.bin", "p1", "aa"),
+        at("y/same.bin", "p2", "aa"),
+        at("x/same.bin", "p2", "aa"),
+    ]
+    assert pick_version(hits) == ("aa", [hits[0], hits[1]])
+    # p2 holds it twice: the copy at the path asked for is the one asked for.
+    assert pick_version(hits, path="x/same.bin") == ("aa", [hits[0], hits[2]])
+
+
+def test_an_unhashed_file_in_another_folder_may_differ() -> None:
+    hits = [at("a/dup.txt", "p1", "aa"), at("b/dup.txt", "p1", None)]
+    with pytest.raises(AmbiguousName):
+        pick_version(hits)
+    assert pick_version(hits, path="a/dup.txt") == ("aa", [hits[0]])
+    with pytest.raises(
+        ClientError, match=re.escape("at 'b/dup.txt' is on p1, but no owner has hashed")
+    ):
+        pick_version(hits, path="b/dup.txt")
+
+
+def test_choose_owner_by_path_and_its_ambiguity() -> None:
+    hits = [at("a/dup.txt", "p1", "aa"), at("b/dup.txt", "p1", "bb"), at("c/dup.txt", "p2", None)]
+    with pytest.raises(AmbiguousName, match=re.escape("'a/dup.txt' (p1), 'b/dup.txt' (p1)")):
+        choose_owner(hits)
+    assert choose_owner(hits, path="b/dup.txt") is hits[1]
+    assert choose_owner(hits, "p2") is hits[2]  # one path at p2: nothing to choose
+    with pytest.raises(FileNotLocated, match=re.escape("does not hold 'dup.txt' at 'b/dup.txt'")):
+        choose_owner(hits, "p2", "b/dup.txt")
+    same = [at("a/x", "p1", "aa"), at("b/x", "p1", "aa")]
+    assert choose_owner(same) is same[0]  # the same bytes twice
+
+
+async def test_download_and_fetch_range_send_the_path(transfer: Any) -> None:
+    transfer.servicer.shared = {"a/dup.txt": b"first", "b/dup.txt": b"second"}
+    got: list[bytes] = []
+    async with TransferClient(transfer.address) as client:
+        result = await client.download("dup.txt", path="b/dup.txt")
+        await client.fetch_range("dup.txt", 1, 4, lambda _, d: got.append(d), path="b/dup.txt")
+    assert (result.bytes, result.path) == (6, "b/dup.txt")
+    assert got == [b"econ"]
+    assert [r.path for r in transfer.servicer.requests] == ["b/dup.txt", "b/dup.txt"]
+    result = await download_from(transfer.address, "dup.txt", path="a/dup.txt")
+    assert (result.bytes, result.path) == (5, "a/dup.txt")
 
 
 async def test_resolve_transfer_address(directory: Any) -> None:

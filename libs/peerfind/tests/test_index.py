@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -10,12 +11,14 @@ import pytest
 
 from peerfind.errors import IndexCorrupt, IndexUnavailable, InvalidNameError
 from peerfind.index import (
+    MAX_PATH_LENGTH,
     FileEntry,
     IndexReader,
     IndexWriter,
     is_corruption,
     move_aside,
     validate_file_name,
+    validate_shared_path,
 )
 
 
@@ -129,17 +132,91 @@ def test_writer_rebuilds_an_index_of_another_schema_version(db: Path) -> None:
     assert [e.name for e in IndexReader(db).list(10)] == ["b.txt"]
 
 
-@pytest.mark.parametrize(
-    "name", ["", "a/b", "..", "../x", "a\\b", "x\x00y", ".", "a" * 256, "a\nb"]
-)
+@pytest.mark.parametrize("name", ["", "a/b", "..", "../x", "x\x00y", ".", "a" * 256, "bad\udc80"])
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
         validate_file_name(name)
 
 
-@pytest.mark.parametrize("name", ["hello1.txt", ".hidden", "ñandú.md", "a b (1).pdf"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hello1.txt",
+        ".hidden",
+        "ñandú.md",
+        "a b (1).pdf",
+        # Names are looked up in the index, never joined to a path: what a POSIX base
+        # name may hold is a name (issue 17, item 16: these were listed, not served).
+        "tab\there.txt",
+        "new\nline.txt",
+        "a..b",
+        "...",
+        "..x",
+        "back\\slash",
+        "esc\x1b[31m.txt",
+        "a" * 255,
+    ],
+)
 def test_valid_names(name: str) -> None:
     assert validate_file_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../b",
+        "a/./b",
+        "a//b",
+        "a/",
+        ".",
+        "..",
+        "a/b\x00c",
+        "x" * (MAX_PATH_LENGTH + 1),
+        "d/" + "n" * 256,
+        "bad\udc80/x",
+    ],
+)
+def test_invalid_shared_paths(path: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_shared_path(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a.txt", "a/b/c.txt", "dir with spaces/tab\there", "a..b/..c/c..", "x/" * 2046 + "y"],
+)
+def test_valid_shared_paths(path: str) -> None:
+    assert validate_shared_path(path) == path
+
+
+def test_lookup_path_tells_same_named_files_apart(db: Path) -> None:
+    IndexWriter(db).replace_all([entry("b/dup.txt", 2), entry("a/dup.txt", 1), entry("dup.txt", 3)])
+    reader = IndexReader(db)
+    assert reader.lookup_path("b/dup.txt").size == 2  # type: ignore[union-attr]
+    assert reader.lookup_path("a/dup.txt").size == 1  # type: ignore[union-attr]
+    assert reader.lookup_path("dup.txt").size == 3  # type: ignore[union-attr]
+    assert reader.lookup_path("c/dup.txt") is None
+    assert reader.lookup_path("dup") is None  # exact, never a prefix or a pattern
+    assert reader.lookup_path("%/dup.txt") is None
+
+
+def test_resolve_by_path_or_name(db: Path) -> None:
+    IndexWriter(db).replace_all([entry("b/dup.txt", 2), entry("a/dup.txt", 1), entry("t/a\tb", 9)])
+    reader = IndexReader(db)
+    assert reader.resolve("dup.txt").path == "a/dup.txt"  # type: ignore[union-attr]
+    assert reader.resolve("dup.txt", "b/dup.txt").size == 2  # type: ignore[union-attr]
+    assert reader.resolve("", "b/dup.txt").size == 2  # type: ignore[union-attr]
+    assert reader.resolve("a\tb").path == "t/a\tb"  # type: ignore[union-attr]
+    assert reader.resolve("dup.txt", "c/dup.txt") is None
+    with pytest.raises(InvalidNameError, match="not the base name"):
+        reader.resolve("other.txt", "b/dup.txt")
+    with pytest.raises(InvalidNameError, match=re.escape("'..' part")):
+        reader.resolve("", "a/../b/dup.txt")
+    with pytest.raises(InvalidNameError, match="empty"):
+        reader.resolve("", "")
 
 
 def test_try_search_gives_up_past_its_budget_and_the_reader_stays_usable(db: Path) -> None:

@@ -74,7 +74,7 @@ class Peer:
         """A new channel (its own connection) to this peer; the caller closes it."""
         return grpc.aio.insecure_channel(f"127.0.0.1:{self.running.port}", options=CLIENT_OPTIONS)
 
-    async def download(self, name: str, **fields: int) -> list[transfer_pb2.FileChunk]:
+    async def download(self, name: str, **fields: int | str) -> list[transfer_pb2.FileChunk]:
         request = transfer_pb2.FileRequest(name=name, **fields)
         return [chunk async for chunk in self.stub.DummyDownload(request, timeout=30)]
 

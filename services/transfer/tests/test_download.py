@@ -162,3 +162,52 @@ async def test_a_file_written_while_streaming_ends_the_stream(make_peer: PeerFac
         await consume()
     assert err.value.code() == grpc.StatusCode.ABORTED
     assert received < 64 * MiB
+
+
+async def test_same_named_files_in_two_folders_are_each_served_by_path(
+    make_peer: PeerFactory,
+) -> None:
+    """Issue 17, item 16: of a/dup.txt and b/dup.txt, only the first could be fetched."""
+    peer = await make_peer(index=False)
+    root = peer.settings.shared_dir
+    contents = {"a/dup.txt": b"the first dup", "b/dup.txt": b"the second, longer dup"}
+    for path, data in contents.items():
+        (root / path).parent.mkdir()
+        (root / path).write_bytes(data)
+    index_files(peer, *contents)
+    for path, data in contents.items():
+        assert await fetch(peer, "dup.txt", path=path) == data
+        assert await fetch(peer, "", path=path, offset=4, length=5) == data[4:9]
+    assert await fetch(peer, "dup.txt") == contents["a/dup.txt"]  # by name: first by path
+    # The pin and the path together: each path has its own sha256.
+    writer = IndexWriter(peer.settings.index_path)
+    hashed = []
+    for path, data in contents.items():
+        st = os.stat(root / path)
+        digest = hashlib.sha256(data).hexdigest()
+        hashed.append(FileEntry(path, "dup.txt", st.st_size, st.st_mtime, st.st_ino, digest))
+    writer.set_hashes(hashed)
+    writer.close()
+    second = hashlib.sha256(contents["b/dup.txt"]).hexdigest()
+    assert await fetch(peer, "dup.txt", path="b/dup.txt", sha256=second) == contents["b/dup.txt"]
+    assert (
+        await code_of(peer, "dup.txt", path="a/dup.txt", sha256=second)
+        == grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert await code_of(peer, "dup.txt", path="c/dup.txt") == grpc.StatusCode.NOT_FOUND
+    assert await code_of(peer, "a.txt", path="a/dup.txt") == grpc.StatusCode.INVALID_ARGUMENT
+    assert await code_of(peer, "", path="a/../b/dup.txt") == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_names_with_tabs_newlines_and_dots_are_served(make_peer: PeerFactory) -> None:
+    peer = await make_peer(index=False)
+    root = peer.settings.shared_dir
+    (root / "odd").mkdir()
+    names = ["tab\there.txt", "new\nline.txt", "a..b.txt", "..hidden", "back\\slash"]
+    for i, name in enumerate(names):
+        (root / "odd" / name).write_bytes(b"%d: %s" % (i, name.encode()))
+    index_files(peer, *(f"odd/{n}" for n in names))
+    for i, name in enumerate(names):
+        expected = b"%d: %s" % (i, name.encode())
+        assert await fetch(peer, name) == expected
+        assert await fetch(peer, name, path=f"odd/{name}") == expected

@@ -13,8 +13,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from peerfind.config import MAX_CHUNK_SIZE
-from peerfind.index import IndexReader
+from peerfind.index import FileEntry, IndexReader
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
+
+from .conftest import write_index
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -123,12 +125,71 @@ async def test_download_unknown_name_is_not_found(peer: Any) -> None:
     assert err.details() == "no file named 'nope.txt' on peer p1"
 
 
-@pytest.mark.parametrize(
-    "name", ["../etc/passwd", "a/b", "x\x00y", "", "..", ".", "a\\b", "tab\there", "n" * 256]
-)
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "x\x00y", "", "..", ".", "n" * 256])
 async def test_download_path_like_name_is_invalid(peer: Any, name: str) -> None:
     err = await rpc_error(peer.download(name))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# Issue 17, item 16: what a POSIX base name may hold is served, and a path tells
+# same-named files apart.
+ODD_NAMES = ["tab\there.txt", "new\nline.txt", "a..b", "...", "back\\slash", "esc\x1b[0m"]
+
+
+async def test_download_names_with_tabs_newlines_and_dots(make_peer: Any) -> None:
+    peer = await make_peer(index=False)
+    write_index(
+        peer.settings,
+        [FileEntry(f"odd/{n}", n, 1000 + i, 0.0) for i, n in enumerate(ODD_NAMES)],
+    )
+    for i, name in enumerate(ODD_NAMES):
+        assert_stream(await peer.download(name), name, 0, 1000 + i)
+        assert_stream(await peer.download(name, path=f"odd/{name}"), name, 0, 1000 + i)
+
+
+async def test_download_by_path_tells_same_named_files_apart(make_peer: Any) -> None:
+    peer = await make_peer(index=False)
+    write_index(
+        peer.settings,
+        [
+            FileEntry("b/dup.txt", "dup.txt", 2000, 0.0),
+            FileEntry("a/dup.txt", "dup.txt", 1000, 0.0),
+            FileEntry("a/b/dup.txt", "dup.txt", 3000, 0.0),
+        ],
+    )
+    assert_stream(await peer.download("dup.txt", path="b/dup.txt"), "dup.txt", 0, 2000)
+    assert_stream(await peer.download("dup.txt", path="a/dup.txt"), "dup.txt", 0, 1000)
+    assert_stream(await peer.download("", path="a/b/dup.txt"), "dup.txt", 0, 3000)
+    # A name alone is the first by path, as before paths were sent: old clients work.
+    assert_stream(await peer.download("dup.txt"), "dup.txt", 0, 3000)
+    assert_stream(
+        await peer.download("dup.txt", path="b/dup.txt", offset=1500, chunk_size=1024),
+        "dup.txt",
+        1500,
+        500,
+        1024,
+    )
+
+
+async def test_download_name_must_be_the_base_name_of_the_path(peer: Any) -> None:
+    for name, path in [("small.txt", "sub/movie.mkv"), ("sub", "sub/movie.mkv")]:
+        err = await rpc_error(peer.download(name, path=path))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == f"name {name!r} is not the base name of path {path!r}"
+
+
+@pytest.mark.parametrize(
+    "path", ["../sub/movie.mkv", "/sub/movie.mkv", "sub//movie.mkv", "sub/./movie.mkv", "x\x00"]
+)
+async def test_download_path_that_is_not_plain_is_invalid(peer: Any, path: str) -> None:
+    err = await rpc_error(peer.download("", path=path))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_download_unknown_path_is_not_found(peer: Any) -> None:
+    err = await rpc_error(peer.download("movie.mkv", path="other/movie.mkv"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.details() == "no file at path 'other/movie.mkv' on peer p1"
 
 
 @pytest.mark.parametrize("chunk_size", [10, 1023, MAX_CHUNK_SIZE + 1, 100 * MiB, 2**32 - 1])

@@ -32,7 +32,7 @@ from peerfind.client import (
 )
 from peerfind.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from peerfind.errors import ClientError, InvalidNameError
-from peerfind.index import validate_file_name
+from peerfind.index import base_name, validate_file_name, validate_shared_path
 from peerfind.tls import TlsFiles
 from peerfind_cli._output import (
     cell,
@@ -87,6 +87,21 @@ FanoutOption = Annotated[
 TimeoutOption = Annotated[
     int | None,
     typer.Option("--timeout-ms", min=1, metavar="MS", help="Search deadline in milliseconds."),
+]
+NameArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Exact file name, as /search lists it (any characters a file name may have)."
+    ),
+]
+PathOption = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        metavar="PATH",
+        help="The file's path on its owner, as /search lists it: chooses among files of "
+        "the same name in different folders (PATH must end in /NAME or be NAME).",
+    ),
 ]
 StallOption = Annotated[
     float,
@@ -308,12 +323,17 @@ def search(
         return
     table = Table(title=cell(f"{query!r} via {result.peer_id}"))
     table.add_column("name")
+    table.add_column("path")  # what `get --path` takes: one name may be in several folders
     table.add_column("size", justify="right")
     table.add_column("owner")
     table.add_column("gRPC address")
     for hit in result.hits:
         table.add_row(
-            cell(hit.name), human_size(hit.size), cell(hit.peer_id), cell(hit.grpc_address)
+            cell(hit.name),
+            cell(hit.path),
+            human_size(hit.size),
+            cell(hit.peer_id),
+            cell(hit.grpc_address),
         )
     console = stdout_console()
     console.print(table)
@@ -338,7 +358,8 @@ def search(
 @app.command()
 def download(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Exact file name, as /search lists it.")],
+    name: NameArgument,
+    path: PathOption = None,
     peer: PeerOption = DEFAULT_PEER,
     fanout: FanoutOption = None,
     timeout_ms: TimeoutOption = None,
@@ -353,11 +374,12 @@ def download(
     stall_timeout: StallOption = DEFAULT_STALL_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
-    """Locate NAME through any peer, then stream it from its owner over gRPC."""
-    try:
-        validate_file_name(name)
-    except InvalidNameError as exc:
-        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE, as_json=as_json)
+    """Locate NAME through any peer, then stream it from its owner over gRPC.
+
+    When the owner holds NAME in several folders with different contents, --path
+    chooses one (without it, the command fails and lists the paths).
+    """
+    _check_name(name, path, as_json=as_json)
     settings = for_command(ctx, peer, as_json)
     chunk = size_option(
         chunk_size, "--chunk-size", minimum=0, maximum=MAX_CHUNK_SIZE, as_json=as_json
@@ -366,11 +388,12 @@ def download(
         locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls),
         as_json=as_json,
     )
-    owner = _pick(hits, from_peer, as_json=as_json)
+    owner = _pick(hits, from_peer, path, as_json=as_json)
     with progress(name, owner.size, enabled=not settings.as_json) as on_chunk:
         work = download_from(
             owner.grpc_address,
             name,
+            path=owner.path,
             chunk_size=chunk,
             on_chunk=on_chunk,
             tls=settings.tls,
@@ -398,11 +421,12 @@ def download(
 @app.command()
 def get(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Exact file name, as /search lists it.")],
+    name: NameArgument,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", metavar="PATH", help="Where to write it (default: NAME)."),
+        typer.Option("--output", "-o", metavar="FILE", help="Where to write it (default: NAME)."),
     ] = None,
+    path: PathOption = None,
     peer: PeerOption = DEFAULT_PEER,
     fanout: FanoutOption = None,
     timeout_ms: TimeoutOption = None,
@@ -414,27 +438,27 @@ def get(
         str | None,
         typer.Option("--sha256", metavar="HEX", help="Fetch this version (default: most owners)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
     stall_timeout: StallOption = DEFAULT_STALL_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Download NAME's real bytes from up to --sources owners, verified by SHA-256.
 
-    Writes PATH.part (and PATH.part.json, the pieces done): run the same command
-    again after an interruption to resume. PATH appears only once its SHA-256 matches.
+    Writes FILE.part (and FILE.part.json, the pieces done): run the same command
+    again after an interruption to resume. FILE appears only once its SHA-256 matches.
+    When NAME is in several folders with different contents, --path (or --sha256)
+    chooses one; without, the command fails and lists the paths. A NAME with control
+    characters (a tab, a newline) is written only where --output says.
     """
-    try:
-        validate_file_name(name)
-    except InvalidNameError as exc:
-        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE, as_json=as_json)
+    _check_name(name, path, as_json=as_json)
     settings = for_command(ctx, peer, as_json)
-    target = output if output is not None else Path(name)
+    target = output if output is not None else _default_output(name, as_json=as_json)
     hits = run(
         locate(settings.peer, name, fanout, timeout_ms=timeout_ms, tls=settings.tls),
         as_json=as_json,
     )
     try:
-        version, owners = pick_version(hits, sha256)
+        version, owners = pick_version(hits, sha256, path)
     except ClientError as exc:
         fail(str(exc), as_json=as_json)
     with progress(name, owners[0].size, enabled=not settings.as_json) as on_progress:
@@ -533,8 +557,42 @@ async def _call(settings: Settings, request: Callable[[PeerClient], Coroutine[An
         return await request(client)
 
 
-def _pick(hits: list[SearchHit], from_peer: str | None, *, as_json: bool) -> SearchHit:
+def _pick(
+    hits: list[SearchHit], from_peer: str | None, path: str | None, *, as_json: bool
+) -> SearchHit:
     try:
-        return choose_owner(hits, from_peer)
+        return choose_owner(hits, from_peer, path)
     except ClientError as exc:
         fail(str(exc), as_json=as_json)
+
+
+def _check_name(name: str, path: str | None, *, as_json: bool) -> None:
+    """Refuse, as a usage error, a NAME no file can have, or a --path that is no plain
+    relative path or does not end in NAME."""
+    try:
+        validate_file_name(name)
+    except InvalidNameError as exc:
+        fail(f"invalid file name {name!r}: {exc}", EXIT_USAGE, as_json=as_json)
+    if path is None:
+        return
+    try:
+        validate_shared_path(path)
+    except InvalidNameError as exc:
+        fail(f"invalid --path {path!r}: {exc}", EXIT_USAGE, as_json=as_json)
+    if base_name(path) != name:
+        fail(f"--path {path!r} is not a path of {name!r}", EXIT_USAGE, as_json=as_json)
+
+
+def _default_output(name: str, *, as_json: bool) -> Path:
+    """Where `get NAME` writes without --output: NAME in the current folder, when NAME
+    shows as itself. A name with control characters or bidirectional overrides (which
+    a terminal, a shell or a file manager would show as something else, or act on) is
+    a usage error: the user chooses its local name with --output."""
+    if safe(name) != name:
+        fail(
+            f"{name!r} has control or bidirectional characters: choose the file to "
+            "write with --output FILE",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
+    return Path(name)

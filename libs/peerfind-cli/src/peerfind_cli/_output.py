@@ -181,10 +181,11 @@ def when(epoch: float) -> str:
 @contextmanager
 def progress(label: str, total: int | None, enabled: bool) -> Iterator[ChunkCallback]:
     """A byte progress bar on stderr (only on a terminal) with rate and ETA; yields the
-    callback that advances it (by a negative count when bytes are given back)."""
+    callback that advances it (by a negative count when bytes are given back). The
+    label (a file name) is escaped (`safe`) and never read as markup."""
     console = Console(stderr=True)
     bar = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -193,7 +194,7 @@ def progress(label: str, total: int | None, enabled: bool) -> Iterator[ChunkCall
         transient=True,
         disable=not (enabled and console.is_terminal),
     )
-    task = bar.add_task(label, total=total)
+    task = bar.add_task(safe(label), total=total)
 
     def advance(nbytes: int) -> None:
         bar.advance(task, nbytes)

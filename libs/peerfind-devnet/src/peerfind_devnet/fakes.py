@@ -17,6 +17,7 @@ The pytest fixtures below wrap them; a test suite's conftest imports the ones it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import threading
 import zlib
@@ -320,10 +321,18 @@ class Upload:
 
 
 class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc]
-    """Streams zero bytes for names in `files`; counts and checksums uploads."""
+    """Streams zero bytes for names in `files` (DummyDownload), the bytes of `shared`
+    (Download); counts and checksums uploads.
+
+    A request with `path` names that file of `shared` (DummyDownload falls back to
+    `files` by the path's base name); with `name` alone, the first path of `shared` by
+    order with that base name, as a real owner does.
+    """
 
     def __init__(self) -> None:
         self.files: dict[str, int] = {"hello3.txt": 6, "big.bin": 10_000}
+        self.shared: dict[str, bytes] = {}
+        """path -> content, for Download (and DummyDownload's sizes)."""
         self.default_chunk = 4096
         self.bad_offsets = False
         self.corrupt_checksum = False
@@ -331,15 +340,54 @@ class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc
         self.requests: list[Any] = []
         self.uploads: list[Upload] = []
 
+    async def _named(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """The path of `shared` the request names, or "" (none by that name)."""
+        name, path = request.name, request.path
+        if "/" in name or not (name or path):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name must not be a path")
+        if path:
+            if name and name != path.rpartition("/")[2]:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{name!r} is not the name of {path!r}"
+                )
+            return path if path in self.shared else ""
+        return next((p for p in sorted(self.shared) if p.rpartition("/")[2] == name), "")
+
     async def DummyDownload(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         self.requests.append(request)
-        if "/" in request.name or not request.name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name must not be a path")
-        if request.name not in self.files:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no file named {request.name!r}")
-        size = self.files[request.name]
+        found = await self._named(request, context)
+        name = request.name or request.path.rpartition("/")[2]
+        if found:
+            size = len(self.shared[found])
+        elif name in self.files:
+            size = self.files[name]
+        else:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no file named {name!r}")
+        for chunk in self._chunks(request, size, name, lambda start, end: bytes(end - start)):
+            yield chunk
+
+    async def Download(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        self.requests.append(request)
+        found = await self._named(request, context)
+        if not found:
+            what = f"at {request.path!r}" if request.path else f"named {request.name!r}"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no file {what}")
+        data = self.shared[found]
+        if request.sha256 and request.sha256.lower() != hashlib.sha256(data).hexdigest():
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"{found!r} has another sha256"
+            )
+        name = found.rpartition("/")[2]
+        for chunk in self._chunks(request, len(data), name, lambda start, end: data[start:end]):
+            yield chunk
+
+    def _chunks(
+        self, request: Any, size: int, name: str, read: Callable[[int, int], bytes]
+    ) -> Iterator[Any]:
         end = size if request.length == 0 else min(size, request.offset + request.length)
         chunk = request.chunk_size or self.default_chunk
         offset = request.offset
@@ -347,9 +395,9 @@ class FakeTransfer(transfer_pb2_grpc.FileTransferServicer):  # type: ignore[misc
         while offset < end:
             count = min(chunk, end - offset)
             yield transfer_pb2.FileChunk(
-                data=bytes(count),
+                data=read(offset, offset + count),
                 offset=offset + (1 if self.bad_offsets and not first else 0),
-                name=request.name if first else "",
+                name=name if first else "",
             )
             offset += count
             first = False

@@ -360,8 +360,8 @@ class FileInfo(_Model):
     )
     content_url: str = Field(
         "",
-        description="The owner's HTTP URL of the bytes (`GET`, `Range` supported), for a "
-        "browser or curl.",
+        description="The owner's HTTP URL of this file's bytes (`GET`, `Range` supported), "
+        "for a browser or curl: `/files/{name}/content?path={path}`, both percent-encoded.",
     )
 
 

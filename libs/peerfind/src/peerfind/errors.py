@@ -2,14 +2,15 @@
 
 PeerfindError
 ├── ConfigError         an invalid peer config (file or environment); services exit 2
-├── InvalidNameError    a file name that looks like a path (INVALID_ARGUMENT on the wire)
+├── InvalidNameError    a file name or shared path no index can hold (INVALID_ARGUMENT on the wire)
 ├── IndexUnavailable    the peer's index database cannot be opened or read
 │   └── IndexCorrupt        it is not a database, or a damaged one (the indexer rebuilds it)
 └── ClientError         the CLI / typed client could not complete a call
     ├── PeerUnreachable     the peer did not answer (connect error, timeout)
     │   └── PeerStalled         it stopped sending in the middle of a stream
     ├── PeerRefused         the peer answered with a 4xx/5xx or a gRPC error status
-    └── FileNotLocated      no peer in reach holds the requested name
+    ├── FileNotLocated      no peer in reach holds the requested name
+    └── AmbiguousName       the name is at several paths that hold different files
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "AmbiguousName",
     "ClientError",
     "ConfigError",
     "FileNotLocated",
@@ -45,7 +47,8 @@ class ConfigError(PeerfindError):
 
 
 class InvalidNameError(PeerfindError, ValueError):
-    """A file name that is empty, too long, or resembles a path."""
+    """A file name that no file can have ('', '.', '..', '/' or NUL in it, too long), a
+    shared path that is not a plain relative one, or a name and a path that disagree."""
 
 
 class IndexUnavailable(PeerfindError):
@@ -74,6 +77,15 @@ class PeerRefused(ClientError):
 
 class FileNotLocated(ClientError):
     """No reachable peer holds the requested file."""
+
+
+class AmbiguousName(ClientError):
+    """The name is at several paths that hold (or may hold) different files; `paths`
+    lists them, each as (peer id, path). Choose one by path."""
+
+    def __init__(self, message: str, paths: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.paths = paths
 
 
 def short_error(exc: BaseException | None) -> str:

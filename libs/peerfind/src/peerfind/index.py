@@ -26,7 +26,6 @@ import os
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,20 +36,26 @@ from peerfind.errors import IndexCorrupt, IndexUnavailable, InvalidNameError
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MAX_PATH_LENGTH",
     "SCHEMA_VERSION",
     "FileEntry",
     "IndexReader",
     "IndexStats",
     "IndexWriter",
     "SyncStats",
+    "base_name",
     "fold_name",
     "is_corruption",
     "move_aside",
     "validate_file_name",
+    "validate_shared_path",
 ]
 
 SCHEMA_VERSION = 3
 MAX_NAME_LENGTH = 255
+"""Characters in a base name (Linux allows 255 bytes, never fewer characters)."""
+MAX_PATH_LENGTH = 4096
+"""Characters in a path relative to the shared folder (Linux's PATH_MAX is 4096 bytes)."""
 _BUSY_TIMEOUT_S = 5.0
 # How often (in SQLite VM steps) a time-bounded query looks at the clock.
 _PROGRESS_STEPS = 1000
@@ -129,22 +134,68 @@ class SyncStats:
 
 
 def validate_file_name(name: str) -> str:
-    """Return `name` if it is a plain file name; raise InvalidNameError otherwise.
+    """Return `name` if some file could have it as its base name; raise InvalidNameError
+    otherwise (empty, '.', '..', a '/' or NUL in it, longer than MAX_NAME_LENGTH, or not
+    encodable as UTF-8, which no indexed name is).
 
-    Names are looked up in the index, never joined to a path, but anything that
-    resembles a path is refused outright so that no caller is ever tempted.
+    A name is only ever looked up in the index (`WHERE name = ?`), never joined to a
+    path, so anything a POSIX base name may hold is accepted: tabs, newlines, 'a..b',
+    '\\'. What may be written or shown is for the caller to decide (the CLI refuses
+    to name a local file after a name with control characters; every display escapes
+    them).
     """
     if not name:
         raise InvalidNameError("file name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidNameError(f"file name longer than {MAX_NAME_LENGTH} characters")
-    if "/" in name or "\\" in name or "\x00" in name:
-        raise InvalidNameError("file name must not contain '/', '\\' or NUL")
-    if name == "." or ".." in name:
-        raise InvalidNameError("file name must not be '.' or contain '..'")
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        raise InvalidNameError("file name must not contain control characters")
+    if name in (".", ".."):
+        raise InvalidNameError(f"{name!r} is not a file name")
+    if "/" in name or "\x00" in name:
+        raise InvalidNameError("file name must not contain '/' or NUL")
+    if not _utf8(name):
+        raise InvalidNameError("file name is not valid Unicode (a lone surrogate)")
     return name
+
+
+def validate_shared_path(path: str) -> str:
+    """Return `path` if it is a plain path relative to the shared folder, as the index
+    stores it ('/'-separated, each part a valid file name: no empty, '.' or '..' part,
+    no leading '/', no NUL, at most MAX_PATH_LENGTH characters); raise InvalidNameError
+    otherwise.
+
+    A path is looked up in the index (`WHERE path = ?`) and only an indexed one is
+    opened, through `peerfind.sharedfile.open_shared`, which checks it again on disk:
+    this refuses early, and says why, what no index can hold.
+    """
+    if not path:
+        raise InvalidNameError("path is empty")
+    if len(path) > MAX_PATH_LENGTH:
+        raise InvalidNameError(f"path longer than {MAX_PATH_LENGTH} characters")
+    if path.startswith("/"):
+        raise InvalidNameError("path must be relative to the shared folder (no leading '/')")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidNameError(f"path must not have an empty, '.' or '..' part: {path[:200]!r}")
+        try:
+            validate_file_name(part)
+        except InvalidNameError as exc:
+            raise InvalidNameError(f"path part {part[:40]!r}: {exc}") from None
+    return path
+
+
+def base_name(path: str) -> str:
+    """The last part of a '/'-separated path."""
+    return path.rpartition("/")[2]
+
+
+def _utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def fold_name(text: str) -> str:
@@ -484,6 +535,27 @@ class IndexReader:
         sql = f"SELECT {_COLUMNS} FROM files AS f WHERE f.name = ? ORDER BY f.path LIMIT 1"
         rows = self._query(sql, (name,))
         return _entry(rows[0]) if rows else None
+
+    def lookup_path(self, path: str) -> FileEntry | None:
+        """The entry at exactly `path` (relative to the shared folder), if any."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM files AS f WHERE f.path = ?", (path,))
+        return _entry(rows[0]) if rows else None
+
+    def resolve(self, name: str = "", path: str = "") -> FileEntry | None:
+        """The entry a request names: by `path` when it is set (`name`, if set too, must
+        be its base name), else by `name` (`lookup`). None when there is none; raises
+        InvalidNameError for a name or path no index can hold, or that disagree.
+
+        The one rule for the transfer service and the directory's content route.
+        """
+        if not path:
+            return self.lookup(validate_file_name(name))
+        validate_shared_path(path)
+        if name and name != base_name(path):
+            raise InvalidNameError(
+                f"name {name[:80]!r} is not the base name of path {path[:200]!r}"
+            )
+        return self.lookup_path(path)
 
     def unhashed(self, limit: int, after_id: int = 0) -> builtins.list[tuple[int, FileEntry]]:
         """Up to `limit` entries with no hash yet, by row id after `after_id` (the

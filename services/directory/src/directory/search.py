@@ -70,6 +70,7 @@ __all__ = [
     "SearchRouter",
     "SeenQueries",
     "Visited",
+    "content_url",
     "describe",
     "new_query_id",
 ]
@@ -298,6 +299,16 @@ NO_EVENTS: SearchEvents = _NoEvents()
 Forwarder = Callable[[Peer, SearchParams], Coroutine[Any, Any, SearchResponse]]
 
 
+def content_url(rest_url: str, entry: FileEntry) -> str:
+    """The owner's URL of the entry's bytes (routers/content.py): the name as the last
+    path segment, so a browser saves it by that name, and the path in the query, so the
+    link names this file even where another folder holds the same name. Both are
+    percent-encoded whole ('/' only kept in the path, where it means what it means in
+    a shared path): a name may hold '#', '?', '%', '&', '+', spaces or newlines."""
+    name = quote(entry.name, safe="")
+    return f"{rest_url}/files/{name}/content?path={quote(entry.path, safe='/')}"
+
+
 def describe(
     entry: FileEntry, peer_id: str, rest_url: str, grpc_address: str, model: type[_Info]
 ) -> _Info:
@@ -317,7 +328,7 @@ def describe(
             "rest_url": rest_url,
             "grpc_address": grpc_address,
             "sha256": entry.sha256,
-            "content_url": f"{rest_url}/files/{quote(entry.name, safe='')}/content",
+            "content_url": content_url(rest_url, entry),
         }
     )
 

@@ -18,9 +18,11 @@ Status codes sent to clients (never a traceback):
                    NOT_FOUND           also: indexed, but gone from the disk
 
     DummyDownload  INVALID_ARGUMENT    the request bytes are not a FileRequest, the
-                                       name resembles a path, or chunk_size is
-                                       neither 0 nor within 1 KiB..MAX_CHUNK_SIZE
-                   NOT_FOUND           the name is not in the index
+                                       name cannot be a base name, the path is not
+                                       a plain relative one, the name is not the
+                                       path's base name, or chunk_size is neither
+                                       0 nor within 1 KiB..MAX_CHUNK_SIZE
+                   NOT_FOUND           no such path (or name) in the index
                    OUT_OF_RANGE        offset beyond the file size
                    UNAVAILABLE         no readable index (indexer not started yet,
                                        rebuilding, or the database is damaged)
@@ -44,6 +46,10 @@ whatever deadline the client set (or none).
 
 A download of zero bytes (an empty file, `offset` equal to the size) is an OK
 stream with no chunk at all.
+
+Both downloads name their file by `request.path` when it is set (exactly that file),
+else by `request.name` (the first file of that name by path, as before `path` was
+added), through `IndexReader.resolve`: the one rule the content route follows too.
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from google.protobuf.message import DecodeError
 from peerfind.checksum import crc32
 from peerfind.config import MAX_CHUNK_SIZE, PeerSettings
 from peerfind.errors import IndexUnavailable, InvalidNameError
-from peerfind.index import FileEntry, IndexReader, validate_file_name
+from peerfind.index import FileEntry, IndexReader
 from peerfind.sharedfile import (
     FileChanged,
     SharedFile,
@@ -165,6 +171,12 @@ class _StallWatchdog:
 
     def cancel(self) -> None:
         self._handle.cancel()
+
+
+def _quoted(text: str, limit: int = 200) -> str:
+    """`text` for a status message: quoted and escaped (repr), cut after `limit`
+    characters (a path may be 4096, and a status travels in a header)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _client_gone_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
@@ -280,7 +292,8 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         return self._slots.held_by(client_key(peer))
 
     async def Download(self, request: transfer_pb2.FileRequest, context: DownloadContext) -> None:
-        """Stream the bytes of the shared file `request.name` (or the requested range)."""
+        """Stream the bytes of the shared file `request.path` (or `request.name`), or the
+        requested range of them."""
 
         async def work(progress: _Progress) -> None:
             await self._download_file(request, context, progress)
@@ -290,7 +303,8 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
     async def DummyDownload(
         self, request: transfer_pb2.FileRequest, context: DownloadContext
     ) -> None:
-        """Stream `request.name`'s size (or the requested range) in zero-filled chunks."""
+        """Stream the size of `request.path` (or `request.name`), or the requested range,
+        in zero-filled chunks."""
 
         async def work(progress: _Progress) -> None:
             await self._download(request, context, progress)
@@ -427,41 +441,41 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             )
         return requested
 
-    def _lookup(self, name: str) -> FileEntry:
+    def _lookup(self, request: transfer_pb2.FileRequest) -> FileEntry:
         # Called on the event loop, not through asyncio.to_thread: an indexed point
         # query costs a fraction of a thread hop (docs/benchmarks.md, "Index scan,
         # query, freshness, memory"). Readers never wait for the writer (WAL).
         peer = self._settings.peer_id
+        name, path = request.name, request.path
         try:
-            entry = self._index.lookup(name)
+            entry = self._index.resolve(name, path)
             if entry is None and not self._index.stats().available:
                 raise RpcFailure(
                     grpc.StatusCode.UNAVAILABLE,
                     f"the index of peer {peer} is not available yet; retry later",
                 )
+        except InvalidNameError as exc:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         except IndexUnavailable as exc:
             logger.warning("index unavailable: %s", exc)
             raise RpcFailure(
                 grpc.StatusCode.UNAVAILABLE, f"the index of peer {peer} is unavailable"
             ) from None
         if entry is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no file named '{name}' on peer {peer}")
+            what = f"at path {_quoted(path)}" if path else f"named {_quoted(name)}"
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no file {what} on peer {peer}")
         return entry
 
     def _request(self, request: transfer_pb2.FileRequest) -> tuple[FileEntry, int, int, int]:
         """Check a download request: (index entry, chunk size, start, end)."""
-        try:
-            name = validate_file_name(request.name)
-        except InvalidNameError as exc:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         chunk_size = self._chunk_size(request.chunk_size)
-        entry = self._lookup(name)
+        entry = self._lookup(request)
         size = entry.size
         start: int = request.offset
         if start > size:
             raise RpcFailure(
                 grpc.StatusCode.OUT_OF_RANGE,
-                f"offset {start} is beyond the end of '{name}' ({size} bytes)",
+                f"offset {start} is beyond the end of {_quoted(entry.path)} ({size} bytes)",
             )
         end = size if request.length == 0 else min(size, start + request.length)
         return entry, chunk_size, start, end
@@ -481,13 +495,13 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
     def _open(self, entry: FileEntry, wanted_sha256: str) -> SharedFile:
         """Open the indexed file, refusing anything but the indexed version."""
         peer = self._settings.peer_id
-        name = entry.name
+        name = _quoted(entry.path)
         if wanted_sha256 and entry.sha256 != wanted_sha256.lower():
             have = entry.sha256 or "not hashed yet"
             raise self._refuse(
                 "sha256_mismatch",
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"'{name}' on peer {peer} has sha256 {have}, not {wanted_sha256}",
+                f"{name} on peer {peer} has sha256 {have}, not {wanted_sha256}",
             )
         try:
             f = open_shared(self._settings.shared_dir, entry.path)
@@ -495,7 +509,7 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
             raise self._refuse(
                 "missing",
                 grpc.StatusCode.NOT_FOUND,
-                f"'{name}' is indexed on peer {peer} but gone from its disk",
+                f"{name} is indexed on peer {peer} but gone from its disk",
             ) from None
         except SharedFileRefused as exc:
             raise self._refuse(
@@ -504,14 +518,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
         except SharedFileError as exc:
             logger.warning("cannot open %s: %s", entry.path, exc)
             raise RpcFailure(
-                grpc.StatusCode.UNAVAILABLE, f"peer {peer} cannot read '{name}' now"
+                grpc.StatusCode.UNAVAILABLE, f"peer {peer} cannot read {name} now"
             ) from None
         if (f.size, f.mtime, f.ino) != (entry.size, entry.mtime, entry.ino):
             f.close()
             raise self._refuse(
                 "changed_since_indexed",
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"'{name}' changed on peer {peer} since it was indexed; search again",
+                f"{name} changed on peer {peer} since it was indexed; search again",
             )
         return f
 
@@ -558,14 +572,14 @@ class FileTransferServicer(transfer_pb2_grpc.FileTransferServicer):  # type: ign
                 raise self._refuse(
                     "changed_while_streaming",
                     grpc.StatusCode.ABORTED,
-                    f"'{entry.name}' changed on peer {self._settings.peer_id} while it "
+                    f"{_quoted(entry.path)} changed on peer {self._settings.peer_id} while it "
                     f"streamed, after {pos - start} bytes; download it again",
                 ) from None
             except OSError as exc:
                 logger.warning("reading %s failed: %s", entry.path, exc)
                 raise RpcFailure(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"peer {self._settings.peer_id} failed to read '{entry.name}'",
+                    f"peer {self._settings.peer_id} failed to read {_quoted(entry.path)}",
                 ) from None
             finally:
                 progress.bytes = pos - start

@@ -1,18 +1,20 @@
 """`fetch_file`: a real download, from several owners at once, resumable, verified.
 
     hits = await locate(url, "movie.mkv")
-    sha256, owners = pick_version(hits)
-    result = await fetch_file(owners, Path("movie.mkv"), sources=3)
+    sha256, owners = pick_version(hits)       # or pick_version(hits, path="films/movie.mkv")
+    result = await fetch_file(owners, Path("movie.mkv"), sha256=sha256, sources=3)
 
-The file is cut into pieces of `piece_size` bytes. Up to `sources` owners of the
-same SHA-256 each take the next missing piece and stream it (`Download` pinned to
-that SHA-256, so no owner can serve another version) straight into `PATH.part` at
-its offset. An owner that fails puts its piece back and stops; the others take it.
-After each piece, `PATH.part.json` records the pieces done (written to a temporary
-file and renamed, so it is never half-written); a later run with the same version
-and piece size resumes from it. When every piece is in, the whole `.part` is
-hashed, and renamed over PATH only if the digest is the one asked for: a mismatch
-removes the partial file, so no wrong file is ever left at PATH.
+Each owner is asked for the path of its own hit (the same bytes may sit in different
+folders on different owners), so a name that several folders hold is never served
+from the wrong one. The file is cut into pieces of `piece_size` bytes. Up to
+`sources` owners of the same SHA-256 each take the next missing piece and stream it
+(`Download` pinned to that SHA-256, so no owner can serve another version) straight
+into `PATH.part` at its offset. An owner that fails puts its piece back and stops;
+the others take it. After each piece, `PATH.part.json` records the pieces done
+(written to a temporary file and renamed, so it is never half-written); a later run
+with the same version and piece size resumes from it. When every piece is in, the
+whole `.part` is hashed, and renamed over PATH only if the digest is the one asked
+for: a mismatch removes the partial file, so no wrong file is ever left at PATH.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from peerfind.api import SearchHit
 from peerfind.client._defaults import DEFAULT_STALL_TIMEOUT_S
 from peerfind.client._results import FetchResult
 from peerfind.client._transfer import TransferClient
+from peerfind.client._workflows import check_unambiguous, hits_at_path
 from peerfind.errors import ClientError
 from peerfind.tls import TlsFiles
 
@@ -51,31 +54,56 @@ Progress = Callable[[int], object]
 """Called with the bytes gained (negative: a failed piece's bytes given back)."""
 
 
-def pick_version(hits: list[SearchHit], sha256: str | None = None) -> tuple[str, list[SearchHit]]:
-    """The version to fetch and its owners (one hit per peer, with a gRPC address).
+def pick_version(
+    hits: list[SearchHit], sha256: str | None = None, path: str | None = None
+) -> tuple[str, list[SearchHit]]:
+    """The version to fetch and its owners (one hit per peer, with a gRPC address), each
+    hit with the path that owner holds it at.
 
-    Without `sha256`, the version most owners hold. ClientError when no owner
-    can serve a hashed copy.
+    The version is `sha256`, else the one most owners hold at `path` (when given),
+    else the one most owners hold. Its owners are every peer holding those bytes,
+    at whatever path. Without `sha256` or `path`, AmbiguousName when the name is at
+    several paths that may hold different files (`check_unambiguous`): copies of one
+    path that disagree are versions of one file, files in different folders are not.
+    ClientError when no owner can serve a hashed copy.
     """
     if not hits:
         raise ClientError("no owner to download from")
     name = hits[0].name
-    groups: dict[str, dict[str, SearchHit]] = {}
+    chosen_at = hits_at_path(hits, path) if path is not None else hits
+    if sha256 is None and path is None:
+        check_unambiguous(hits)
+    where = f" at {path!r}" if path is not None else ""
+    groups = _by_version(hits)
+    if sha256 is not None:
+        wanted = sha256.lower()
+        if not any(h.sha256 and h.sha256.lower() == wanted for h in chosen_at):
+            raise ClientError(f"no owner of {name!r}{where} holds the version with sha256 {sha256}")
+        if wanted not in groups:
+            raise ClientError(f"no owner of {name!r} with a gRPC address holds sha256 {sha256}")
+        return wanted, _prefer(groups[wanted], path)
+    candidates = _by_version(chosen_at)
+    if not candidates:
+        owners = ", ".join(sorted({hit.peer_id for hit in chosen_at}))
+        raise ClientError(
+            f"{name!r}{where} is on {owners}, but no owner has hashed it yet; retry in a moment"
+        )
+    best = max(candidates, key=lambda digest: len(candidates[digest]))
+    return best, _prefer(groups[best], path)
+
+
+def _by_version(hits: list[SearchHit]) -> dict[str, dict[str, list[SearchHit]]]:
+    """Hashed hits with a gRPC address: sha256 -> peer id -> its hits (search order)."""
+    groups: dict[str, dict[str, list[SearchHit]]] = {}
     for hit in hits:
         if hit.sha256 and hit.grpc_address:
-            groups.setdefault(hit.sha256.lower(), {}).setdefault(hit.peer_id, hit)
-    if sha256 is not None:
-        chosen = groups.get(sha256.lower())
-        if not chosen:
-            raise ClientError(f"no owner of {name!r} holds the version with sha256 {sha256}")
-        return sha256.lower(), list(chosen.values())
-    if not groups:
-        owners = ", ".join(sorted({hit.peer_id for hit in hits}))
-        raise ClientError(
-            f"{name!r} is on {owners}, but no owner has hashed it yet; retry in a moment"
-        )
-    best = max(groups, key=lambda digest: len(groups[digest]))
-    return best, list(groups[best].values())
+            groups.setdefault(hit.sha256.lower(), {}).setdefault(hit.peer_id, []).append(hit)
+    return groups
+
+
+def _prefer(owners: dict[str, list[SearchHit]], path: str | None) -> list[SearchHit]:
+    """One hit per owner: the one at `path` if it has it there, else its first."""
+    return [next((h for h in held if h.path == path), held[0]) for held in owners.values()]
 
 
 class LocalWriteError(ClientError):
@@ -284,7 +312,9 @@ async def fetch_file(
                         on_progress(len(data))
 
                 try:
-                    await client.fetch_range(name, start, length, sink, sha256=sha256)
+                    await client.fetch_range(
+                        name, start, length, sink, path=owner.path, sha256=sha256
+                    )
                 except ClientError as exc:
                     if on_progress is not None and got:
                         on_progress(-got)
@@ -329,4 +359,5 @@ async def fetch_file(
         bytes_fetched=fetched,
         resumed_bytes=resumed,
         seconds=time.perf_counter() - started,
+        owner_paths={o.peer_id: o.path for o in used},
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ChunkCallback",
@@ -36,6 +36,9 @@ class FetchResult:
     """Bytes received in this run (a resumed download fetched fewer than `size`)."""
     resumed_bytes: int
     seconds: float
+    owner_paths: dict[str, str] = field(default_factory=dict)
+    """Peer id -> the path of the file each owner of `owners` served (relative to its
+    shared folder: one name may sit in different folders on different owners)."""
 
     @property
     def mb_per_s(self) -> float:
@@ -52,6 +55,8 @@ class DownloadResult:
     seconds: float
     address: str
     offset: int = 0
+    path: str = ""
+    """The path asked for, relative to the owner's shared folder ("" when by name)."""
 
     @property
     def mb_per_s(self) -> float:

@@ -103,6 +103,7 @@ class TransferClient:
         self,
         name: str,
         *,
+        path: str = "",
         chunk_size: int = 0,
         offset: int = 0,
         length: int = 0,
@@ -110,14 +111,16 @@ class TransferClient:
     ) -> DownloadResult:
         """Stream `name` from the owner (DummyDownload); nothing is written anywhere.
 
-        `chunk_size` 0 lets the server choose; `length` 0 means up to the end.
+        `path` (the hit's, relative to the owner's shared folder) names the file exactly;
+        without it the owner serves the first file named `name` by path. `chunk_size` 0
+        lets the server choose; `length` 0 means up to the end.
         """
         if not 0 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ClientError(f"chunk size must be 0 (server default) to {MAX_CHUNK_SIZE} bytes")
         if offset < 0 or length < 0:
             raise ClientError("offset and length must not be negative")
         request = transfer_pb2.FileRequest(
-            name=name, chunk_size=chunk_size, offset=offset, length=length
+            name=name, path=path, chunk_size=chunk_size, offset=offset, length=length
         )
         served = name
         received = chunks = 0
@@ -146,7 +149,7 @@ class TransferClient:
         finally:
             call.cancel()
         elapsed = time.perf_counter() - started
-        return DownloadResult(served, received, chunks, elapsed, self.address, offset)
+        return DownloadResult(served, received, chunks, elapsed, self.address, offset, path)
 
     async def fetch_range(
         self,
@@ -155,17 +158,24 @@ class TransferClient:
         length: int,
         sink: ChunkSink,
         *,
+        path: str = "",
         sha256: str = "",
         chunk_size: int = 0,
     ) -> int:
         """Stream `length` real bytes of `name` from `offset` (Download) into `sink`.
 
-        `sink(offset, data)` is called per chunk, in order; `sha256` pins the version
-        (the owner refuses any other). Returns the bytes received; PeerRefused when
-        the owner sent fewer than asked or out of order.
+        `sink(offset, data)` is called per chunk, in order; `path` names the file
+        exactly (as in `download`); `sha256` pins the version (the owner refuses any
+        other). Returns the bytes received; PeerRefused when the owner sent fewer than
+        asked or out of order.
         """
         request = transfer_pb2.FileRequest(
-            name=name, offset=offset, length=length, sha256=sha256, chunk_size=chunk_size
+            name=name,
+            path=path,
+            offset=offset,
+            length=length,
+            sha256=sha256,
+            chunk_size=chunk_size,
         )
         pos = offset
         call = self._stub.Download(request, timeout=self.timeout)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apeerfind/v1/transfer.proto\x12\x0bpeerfind.v1\"_\n\x0b\x46ileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"7\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\"s\n\x0cUploadStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t2\xd7\x01\n\x0c\x46ileTransfer\x12>\n\x08\x44ownload\x12\x18.peerfind.v1.FileRequest\x1a\x16.peerfind.v1.FileChunk0\x01\x12\x43\n\rDummyDownload\x12\x18.peerfind.v1.FileRequest\x1a\x16.peerfind.v1.FileChunk0\x01\x12\x42\n\x0b\x44ummyUpload\x12\x16.peerfind.v1.FileChunk\x1a\x19.peerfind.v1.UploadStatus(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apeerfind/v1/transfer.proto\x12\x0bpeerfind.v1\"m\n\x0b\x46ileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\"7\n\tFileChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\"s\n\x0cUploadStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t2\xd7\x01\n\x0c\x46ileTransfer\x12>\n\x08\x44ownload\x12\x18.peerfind.v1.FileRequest\x1a\x16.peerfind.v1.FileChunk0\x01\x12\x43\n\rDummyDownload\x12\x18.peerfind.v1.FileRequest\x1a\x16.peerfind.v1.FileChunk0\x01\x12\x42\n\x0b\x44ummyUpload\x12\x16.peerfind.v1.FileChunk\x1a\x19.peerfind.v1.UploadStatus(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'peerfind.v1.transfer_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FILEREQUEST']._serialized_start=43
-  _globals['_FILEREQUEST']._serialized_end=138
-  _globals['_FILECHUNK']._serialized_start=140
-  _globals['_FILECHUNK']._serialized_end=195
-  _globals['_UPLOADSTATUS']._serialized_start=197
-  _globals['_UPLOADSTATUS']._serialized_end=312
-  _globals['_FILETRANSFER']._serialized_start=315
-  _globals['_FILETRANSFER']._serialized_end=530
+  _globals['_FILEREQUEST']._serialized_end=152
+  _globals['_FILECHUNK']._serialized_start=154
+  _globals['_FILECHUNK']._serialized_end=209
+  _globals['_UPLOADSTATUS']._serialized_start=211
+  _globals['_UPLOADSTATUS']._serialized_end=326
+  _globals['_FILETRANSFER']._serialized_start=329
+  _globals['_FILETRANSFER']._serialized_end=544
 # @@protoc_insertion_point(module_scope)

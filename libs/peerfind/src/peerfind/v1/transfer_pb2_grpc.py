@@ -56,8 +56,8 @@ class FileTransferServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Download(self, request, context):
-        """Streams the real bytes of the named shared file (or the requested range),
-        with the chunk rules of DummyDownload. The owner opens only regular files
+        """Streams the real bytes of the requested shared file (or the requested
+        range), with the chunk rules of DummyDownload. The owner opens only regular files
         under its shared folder, never through a symlink or hard link that may lead
         out, and never mixes two versions of a file. Errors: those of DummyDownload,
         and PERMISSION_DENIED (the file must not be served: outside the shared
@@ -71,12 +71,14 @@ class FileTransferServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DummyDownload(self, request, context):
-        """Streams exactly as many bytes as the named file has in the owner's index
-        (or the requested range), in chunks; zero bytes is an OK stream with no
-        chunk. Errors: INVALID_ARGUMENT (a name that looks like a path, or a bad
-        chunk size), NOT_FOUND (the name is not in the index), OUT_OF_RANGE (offset
-        beyond the file size), UNAVAILABLE (the owner has no readable index yet),
-        RESOURCE_EXHAUSTED (too many transfers in progress on the owner).
+        """Streams exactly as many bytes as the requested file has in the owner's
+        index (or the requested range), in chunks; zero bytes is an OK stream with
+        no chunk. Errors: INVALID_ARGUMENT (a name that cannot be a base name, a
+        path that is not a plain relative one, a name that is not the path's base
+        name, or a bad chunk size), NOT_FOUND (no such name or path in the index),
+        OUT_OF_RANGE (offset beyond the file size), UNAVAILABLE (the owner has no
+        readable index yet), RESOURCE_EXHAUSTED (too many transfers in progress on
+        the owner).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,5 +1,10 @@
 """GET /files/{name}/content: a shared file's bytes over HTTP, with Range, for browsers and curl.
 
+`?path=` names the file exactly (its path relative to the shared folder, as /files and
+/search list it; `name` must then be its base name); without it, `name` alone names the
+first file of that name by path. The `content_url` of every hit carries the path, so a
+link opens the file it was listed for even when another folder holds the same name.
+
 The bytes are read through this peer's own transfer service (`Download`), not from
 the folder: the directory faces the network and needs no access to the shared
 folder at all (it is not mounted into its container), and the rules of what may be
@@ -24,14 +29,14 @@ from urllib.parse import quote
 
 import grpc
 import grpc.aio
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from directory.deps import NodeDep
 from directory.errors import ApiError
 from peerfind.api import ErrorResponse
 from peerfind.errors import InvalidNameError
-from peerfind.index import FileEntry, validate_file_name
+from peerfind.index import MAX_NAME_LENGTH, MAX_PATH_LENGTH, FileEntry
 from peerfind.tls import grpc_channel
 from peerfind.v1 import transfer_pb2, transfer_pb2_grpc
 
@@ -77,15 +82,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def _entry(node: NodeDep, name: str) -> FileEntry:
+async def _entry(node: NodeDep, name: str, path: str) -> FileEntry:
     try:
-        validate_file_name(name)
+        entry = await asyncio.to_thread(node.reader.resolve, name, path)
     except InvalidNameError as exc:
-        # A name that cannot be in any index names no file: 404, as for any other.
+        # A name or path that cannot be in any index (or a name that is not the path's
+        # base name) names no file: 404, as for any other.
         raise ApiError(404, "not_found", f"no such file: {exc}") from None
-    entry = await asyncio.to_thread(node.reader.lookup, name)
     if entry is None:
-        raise ApiError(404, "not_found", f"no file named '{name}' on peer {node.settings.peer_id}")
+        what = f"at path {path!r}" if path else f"named {name!r}"
+        raise ApiError(404, "not_found", f"no file {what} on peer {node.settings.peer_id}")
     return entry
 
 
@@ -102,11 +108,22 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 async def content(
     request: Request,
     node: NodeDep,
-    name: Annotated[str, Path(max_length=255, description="File name, as /files lists it.")],
+    name: Annotated[
+        str, Path(max_length=MAX_NAME_LENGTH, description="File name, as /files lists it.")
+    ],
+    path: Annotated[
+        str,
+        Query(
+            max_length=MAX_PATH_LENGTH,
+            description="The file's path relative to the shared folder, as /files and "
+            "/search list it: names the file exactly (`name` must be its base name). "
+            "Without it, the first file named `name` by path.",
+        ),
+    ] = "",
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The bytes of a shared file (`Range` supported), read through this peer's Download."""
-    entry = await _entry(node, name)
+    entry = await _entry(node, name, path)
     size = entry.size
     try:
         wanted = parse_range(range_header, size)
@@ -141,7 +158,11 @@ async def content(
     stub = transfer_pb2_grpc.FileTransferStub(channel)
     call = stub.Download(
         transfer_pb2.FileRequest(
-            name=entry.name, offset=start, length=end - start, sha256=entry.sha256 or ""
+            name=entry.name,
+            path=entry.path,
+            offset=start,
+            length=end - start,
+            sha256=entry.sha256 or "",
         )
     )
     try:
@@ -158,7 +179,10 @@ async def content(
     async def body() -> AsyncIterator[bytes]:
         try:
             yield first.data
-            async for chunk in call:
+            # read() on, never `async for`: grpc.aio refuses to mix the two styles on
+            # one call (UsageError), which cut every body after its first chunk.
+            while (chunk := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+                assert isinstance(chunk, transfer_pb2.FileChunk)
                 yield chunk.data
         finally:
             call.cancel()
