@@ -8,13 +8,17 @@ peer; the RSS sum, which counts a shared page once per process, is reported besi
 and USS and PSS per process are in the context. Once idle, right after 1 GiB of
 transfers (one 1 GiB DummyDownload and 64 MiB of DummyUpload, 4 MiB chunks: the largest
 a client may ask for, the case that keeps the most), and SETTLE_S later; then with
-three more idle peers started beside it, what each of the four holds. The client is a
+three more idle peers started beside it, what each of the four holds; and the same
+transfers from this peer and from one with glibc's default malloc arenas, alternating
+(PERF_ENV's single arena is what lets the transfer's idle trim return its buffers: it
+must not cost transfer speed). The client is a
 plain grpc channel in this process: its own memory is not counted.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import struct
 import time
 from collections.abc import Iterator
@@ -32,6 +36,8 @@ __all__ = ["run"]
 
 HOST_PREFIX, HOST_BASE = "127.0.0.", 14  # the peer on .14, the crowd on .15-.17
 CROWD = 4
+SPEED_ROUNDS = 5
+SPEED_TIE = 0.95  # the tie band of the transfer rows (docs/benchmarks.md)
 FILE_NAME = "big.bin"
 GIB = 1024 * MIB
 CHUNK = 4 * MIB
@@ -105,12 +111,25 @@ def _transfers(address: str) -> float:
     return time.perf_counter() - started
 
 
-def _peer(root: Path, n: int, shared: Path) -> PeerProcesses:
+def _peer(root: Path, n: int, shared: Path, env: dict[str, str] | None = None) -> PeerProcesses:
     spec = PeerSpec.on_free_ports(
         f"fpeer{n}", f"{HOST_PREFIX}{HOST_BASE + n}", shared, root / f"state{n}",
         log_format="text", log_level="WARNING",
     )  # fmt: skip
-    return PeerProcesses(spec, root)
+    return PeerProcesses(spec, root, env)
+
+
+def _speed_rounds(
+    one: PeerProcesses, default: PeerProcesses, rounds: int
+) -> tuple[list[float], list[float]]:
+    """MB/s of the same transfers from `one` (PERF_ENV's single arena) and from `default`
+    (glibc's default arenas), alternating round by round."""
+    moved = (GIB + UPLOAD) / 1e6
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(moved / _transfers(one.spec.grpc_address))
+        b.append(moved / _transfers(default.spec.grpc_address))
+    return a, b
 
 
 def run(ctx: Context) -> list[Result]:
@@ -121,6 +140,8 @@ def run(ctx: Context) -> list[Result]:
         sparse.truncate(GIB)
     peer = _peer(root, 0, shared)
     others = [_peer(root, n, shared) for n in range(1, CROWD)]
+    # glibc's own default (8 arenas per core), for the speed comparison.
+    default = _peer(root, CROWD, shared, {"MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))})
     settle_s = 10.0 if ctx.quick else SETTLE_S
     try:
         peer.start()
@@ -137,8 +158,13 @@ def run(ctx: Context) -> list[Result]:
             other.wait_healthy(deadline_s=120)
         time.sleep(3.0)
         crowd = _memory([peer, *others])
+        for other in others:
+            other.stop()
+        default.start()  # the same peer with glibc's default number of arenas
+        default.wait_healthy(deadline_s=120)
+        one_mb_s, default_mb_s = _speed_rounds(peer, default, 2 if ctx.quick else SPEED_ROUNDS)
     finally:
-        for p in (peer, *others):
+        for p in (peer, *others, default):
             p.stop()
     idle_mib, after_mib, later_mib = (m["total"]["held"] for m in (idle, after, later))
     each_mib = crowd["total"]["held"] / CROWD
@@ -166,9 +192,7 @@ def run(ctx: Context) -> list[Result]:
             "MiB",
             "the same peer's held memory",
             idle_mib,
-            why="RSS counts a page once for every process that maps it: the shared libraries "
-            "the three processes all load (Python's, pydantic-core's, grpc's, OpenSSL's) "
-            "count up to three times; a machine gives the peer the held figure",
+            why="RSS counts a shared page once per process that maps it",
             context={"what": "the sum of the three processes' RSS (what top shows), idle"},
         ),
         Result.absolute(
@@ -195,14 +219,30 @@ def run(ctx: Context) -> list[Result]:
             aim="<= 1.1x idle (back within 10%)",
             context={"what": f"{what}, {settle_s:.0f} s after the transfers", "memory": later},
         ),
+        Result.relative(
+            "footprint.one_arena_speed",
+            statistics.median(one_mb_s),
+            "MB/s",
+            "the same peer with glibc's default arenas",
+            statistics.median(default_mb_s),
+            at_least=SPEED_TIE,
+            aim=f">= {SPEED_TIE:g}x (tie band; paired median)",
+            ratio=statistics.median(a / b for a, b in zip(one_mb_s, default_mb_s, strict=True)),
+            context={
+                "what": "1 GiB DummyDownload + 64 MiB DummyUpload in 4 MiB chunks: a peer with "
+                f"PERF_ENV (MALLOC_ARENA_MAX=1) against one with {default.env}, alternating, "
+                "medians; ratio = median of the per-round ratios",
+                "one_arena_mb_s": one_mb_s,
+                "default_arenas_mb_s": default_mb_s,
+            },
+        ),
         Result.context_only(
             "footprint.crowd_idle_each",
             each_mib,
             "MiB",
             "one peer alone, idle",
             idle_mib,
-            why=f"what each of {CROWD} idle peers on one host holds (their twelve processes' "
-            "pages, each once, over four): the figure that says how many fit",
+            why=f"each of {CROWD} idle peers on one host: how many fit",
             context={"what": f"{what}, {CROWD} peers idle, per peer", "memory": crowd},
         ),
     ]
