@@ -46,15 +46,8 @@ MODULES = {"indexer": "indexer.main", "transfer": "transfer.main", "directory": 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 """The checkout: the harness runs from it (an editable install), never from a wheel."""
 # Measured in the benchmarks: glibc otherwise hands every large per-message
-# buffer back to the kernel and pays first-touch page faults on the next one. One
-# malloc arena: gRPC's threads otherwise allocate in arenas of their own, which keep
-# 18-26 MiB after a transfer that the transfer's heap trim (transfer.memory) does not
-# return; in the main heap it does (docs/benchmarks.md, "Memory per peer").
-PERF_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "67108864",
-    "MALLOC_TRIM_THRESHOLD_": "1073741824",
-    "MALLOC_ARENA_MAX": "1",
-}
+# buffer back to the kernel and pays first-touch page faults on the next one.
+PERF_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 MAX_PEERS = 50
 """The most peers of one machine's standard layout (ports 8001-8050, 50051-50100)."""
 SAMPLE_PEERS = 3

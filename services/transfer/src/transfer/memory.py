@@ -8,20 +8,25 @@ A transfer in 4 MiB chunks leaves tens of MiB of freed buffers inside glibc's he
 (its mmap threshold rises to the chunk size, so later chunks come from the heap, and
 the small objects allocated between them keep the heap's top from shrinking).
 `MALLOC_TRIM_THRESHOLD_` does not return it; `malloc_trim(0)`, which also releases free
-pages in the middle of the heap, does, in the main heap. gRPC's threads allocate in
-arenas of their own unless `MALLOC_ARENA_MAX=1` (PERF_ENV, the image's environment),
-and those kept 18-26 MiB after a trim (docs/benchmarks.md, "Memory per peer"). The
-servicer calls it when its stream count drops to zero: a busy server, with streams
-always in flight, never pays for it.
+pages in the middle of the heap, does, in the main heap. The servicer calls it when its
+stream count drops to zero: a busy server, with streams always in flight, never pays
+for it. gRPC's threads would allocate in arenas of their own, which kept 18-26 MiB after
+a trim (docs/benchmarks.md, "Memory per peer"): `single_arena()`, called by
+`transfer.main` before any thread starts, keeps every thread in the main heap. It is the
+transfer's alone: in the directory one arena cost search latency, and there is no
+transfer buffer to return there.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 
-__all__ = ["heap_trimmer"]
+__all__ = ["heap_trimmer", "single_arena"]
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +49,22 @@ def heap_trimmer(libc_name: str | None = "libc.so.6") -> Callable[[], bool] | No
         return bool(malloc_trim(0))
 
     return trim
+
+
+def single_arena(
+    libc_name: str | None = "libc.so.6", environ: Mapping[str, str] = os.environ
+) -> bool:
+    """glibc's `mallopt(M_ARENA_MAX, 1)`: every thread allocates in the main heap, the
+    one `malloc_trim(0)` returns whole. Must run before the process starts a thread (a
+    thread's first allocation picks its arena). Not done when `MALLOC_ARENA_MAX` is set:
+    the operator's choice stands. True if applied."""
+    if libc_name is None or "MALLOC_ARENA_MAX" in environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(libc_name).mallopt
+    except (OSError, AttributeError):
+        logger.debug("no mallopt in %s: threads keep their own arenas", libc_name)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, 1))
