@@ -12,7 +12,7 @@ import pytest
 
 from peerfind.v1 import transfer_pb2
 from transfer import server
-from transfer.memory import heap_trimmer, single_arena
+from transfer.memory import few_arenas, heap_trimmer
 
 Waiter = Callable[..., Awaitable[None]]
 WITHIN_S = 15.0
@@ -26,16 +26,16 @@ def test_glibc_has_a_trimmer_that_runs() -> None:
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_one_arena_unless_the_operator_chose_a_number() -> None:
+def test_few_arenas_unless_the_operator_chose_a_number() -> None:
     # In a process of its own: the setting is the process's, for good.
     code = (
-        "from transfer.memory import single_arena; "
-        "print(single_arena(environ={}), single_arena(environ={'MALLOC_ARENA_MAX': '4'}))"
+        "from transfer.memory import few_arenas; "
+        "print(few_arenas(environ={}), few_arenas(environ={'MALLOC_ARENA_MAX': '4'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
-    assert single_arena(None) is False
-    assert single_arena("libpeerfind-no-such-library.so", environ={}) is False
+    assert few_arenas(None) is False
+    assert few_arenas("libpeerfind-no-such-library.so", environ={}) is False
 
 
 def test_no_trimmer_without_a_malloc_trim() -> None:

@@ -21,7 +21,7 @@ from peerfind.config import PeerSettings, service_start
 from peerfind.logging import setup_logging
 from peerfind.metrics import serve_metrics, set_build_info
 from peerfind.tls import channel_credentials
-from transfer.memory import single_arena
+from transfer.memory import few_arenas
 from transfer.server import BindError, serve
 
 __all__ = ["check", "main"]
@@ -60,7 +60,7 @@ def check(settings: PeerSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Load the peer config, start metrics and the gRPC server, run until signalled."""
-    single_arena()  # before any thread: the metrics server's, gRPC's (transfer.memory)
+    few_arenas()  # before any thread: the metrics server's, gRPC's (transfer.memory)
     settings = service_start(
         PROG,
         "Serve the peer's FileTransfer gRPC service.",

@@ -11,8 +11,8 @@ the small objects allocated between them keep the heap's top from shrinking).
 pages in the middle of the heap, does, in the main heap. The servicer calls it when its
 stream count drops to zero: a busy server, with streams always in flight, never pays
 for it. gRPC's threads would allocate in arenas of their own, which kept 18-26 MiB after
-a trim (docs/benchmarks.md, "Memory per peer"): `single_arena()`, called by
-`transfer.main` before any thread starts, keeps every thread in the main heap. It is the
+a trim (docs/benchmarks.md, "Memory per peer"): `few_arenas()`, called by
+`transfer.main` before any thread starts, caps them at TRANSFER_ARENAS. It is the
 transfer's alone: in the directory one arena cost search latency, and there is no
 transfer buffer to return there.
 """
@@ -24,9 +24,13 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 
-__all__ = ["heap_trimmer", "single_arena"]
+__all__ = ["TRANSFER_ARENAS", "few_arenas", "heap_trimmer"]
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+TRANSFER_ARENAS = 2
+"""The main heap and one arena for gRPC's threads: with 1, the idle trim returned every
+page but transfers ran 0.945-0.952x as fast as with glibc's default; with 2, 1.01x, and
+1.09x idle a minute after 1 GiB (docs/benchmarks.md, "Memory per peer")."""
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +55,15 @@ def heap_trimmer(libc_name: str | None = "libc.so.6") -> Callable[[], bool] | No
     return trim
 
 
-def single_arena(
+def few_arenas(
     libc_name: str | None = "libc.so.6", environ: Mapping[str, str] = os.environ
 ) -> bool:
-    """glibc's `mallopt(M_ARENA_MAX, 1)`: every thread allocates in the main heap, the
-    one `malloc_trim(0)` returns whole. Must run before the process starts a thread (a
-    thread's first allocation picks its arena). Not done when `MALLOC_ARENA_MAX` is set:
-    the operator's choice stands. True if applied."""
+    """glibc's `mallopt(M_ARENA_MAX, TRANSFER_ARENAS)`: gRPC's threads share one arena
+    besides the main heap instead of taking up to eight per core, each keeping its own
+    freed buffers (`malloc_trim(0)` returns the main heap's whole, a secondary arena's top
+    not at all). Must run before the process starts a thread (a thread's first allocation
+    picks its arena). Not done when `MALLOC_ARENA_MAX` is set: the operator's choice
+    stands. True if applied."""
     if libc_name is None or "MALLOC_ARENA_MAX" in environ:
         return False
     try:
@@ -67,4 +73,4 @@ def single_arena(
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, 1))
+    return bool(mallopt(_M_ARENA_MAX, TRANSFER_ARENAS))
