@@ -61,10 +61,10 @@ def test_health_proves_the_peer_s_key_for_a_challenge_and_keeps_the_key(
     assert PeerKey.load_or_create(node.settings.identity_path).key_id == health.key_id
     for bad in ("short", "x" * 65, "not/url+safe/nonce!!"):
         answer = client.get("/health", headers={CHALLENGE_HEADER: bad})
-        assert_error(answer, 400, "invalid_challenge")
+        assert_error(answer, 422, "invalid_request")
         answer = client.post("/register", json={"url": "http://10.9.9.9:1"},
                              headers={CHALLENGE_HEADER: bad})  # fmt: skip
-        assert_error(answer, 400, "invalid_challenge")
+        assert_error(answer, 422, "invalid_request")
 
 
 def test_files_lists_index_with_fetch_addresses(client: TestClient, writer: IndexWriter) -> None:

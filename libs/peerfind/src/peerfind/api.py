@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ADAPTIVE_SEARCH_TIMEOUT_MS",
     "CHALLENGE_HEADER",
+    "CHALLENGE_HEADER_PATTERN",
     "CHALLENGE_PATTERN",
     "DEFAULT_SEARCH_BUDGET",
     "DEFAULT_WALK_TTL",
@@ -81,6 +82,8 @@ CHALLENGE_HEADER = "X-Peerfind-Challenge"
 """A nonce sent with `/health`, `/register` and `/overlay`: the answer then carries a
 `proof` that its peer id's key signed it (directory.identity)."""
 CHALLENGE_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+CHALLENGE_HEADER_PATTERN = r"^(?:[A-Za-z0-9_-]{16,64})?$"
+"""The header as sent: a challenge, or empty (no challenge)."""
 KEY_ID_PATTERN = r"^[a-z2-7]{52}$"
 MAX_BUDGET_PARAM = 100000
 DEFAULT_SEARCH_BUDGET = 1024

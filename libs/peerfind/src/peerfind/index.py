@@ -47,6 +47,7 @@ __all__ = [
     "fold_name",
     "is_corruption",
     "move_aside",
+    "storable",
     "validate_file_name",
     "validate_shared_path",
 ]
@@ -152,7 +153,7 @@ def validate_file_name(name: str) -> str:
         raise InvalidNameError(f"{name!r} is not a file name")
     if "/" in name or "\x00" in name:
         raise InvalidNameError("file name must not contain '/' or NUL")
-    if not _utf8(name):
+    if not storable(name):
         raise InvalidNameError("file name is not valid Unicode (a lone surrogate)")
     return name
 
@@ -188,7 +189,9 @@ def base_name(path: str) -> str:
     return path.rpartition("/")[2]
 
 
-def _utf8(text: str) -> bool:
+def storable(text: str) -> bool:
+    """Whether `text` encodes to UTF-8, as every name and path the index stores does (names
+    made from undecodable bytes carry lone surrogates: the scanner skips them)."""
     if text.isascii():
         return True
     try:

@@ -8,9 +8,8 @@ from fastapi import Depends, Header, Request
 
 from directory.auth import TOKEN_HEADER
 from directory.errors import ApiError
-from directory.identity import valid_challenge
 from directory.node import Node
-from peerfind.api import CHALLENGE_HEADER, CHALLENGE_PATTERN
+from peerfind.api import CHALLENGE_HEADER, CHALLENGE_HEADER_PATTERN
 
 __all__ = [
     "ChallengeDep",
@@ -78,20 +77,18 @@ PeerTraffic = Depends(_peer_traffic)
 
 async def _challenge(
     challenge: Annotated[
-        str | None,
+        str,
         Header(
             alias=CHALLENGE_HEADER,
-            description=f"A nonce ({CHALLENGE_PATTERN}): the answer then carries `proof`, "
-            "this peer's signature over it and its own peer_id, url and grpc_address.",
+            pattern=CHALLENGE_HEADER_PATTERN,
+            description="A nonce: the answer then carries `proof`, this peer's signature "
+            "over it and its own peer_id, url and grpc_address (422 if malformed; empty or "
+            "absent: no proof).",
         ),
-    ] = None,
+    ] = "",
 ) -> str | None:
-    if challenge is not None and not valid_challenge(challenge):
-        raise ApiError(
-            400, "invalid_challenge", f"{CHALLENGE_HEADER} must match {CHALLENGE_PATTERN}"
-        )
-    return challenge
+    return challenge or None
 
 
 ChallengeDep = Annotated[str | None, Depends(_challenge)]
-"""The caller's identity challenge, if it sent one (400 `invalid_challenge` if malformed)."""
+"""The caller's identity challenge, if it sent one (422 `invalid_request` if malformed)."""

@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
-from peerfind.index import FileEntry
+from peerfind.index import FileEntry, storable
 
 __all__ = [
     "Directory",
@@ -119,17 +119,6 @@ def is_readable(path: str, st: os.stat_result) -> bool:
     return bool(granted) or os.access(path, os.R_OK)
 
 
-def _storable(text: str) -> bool:
-    """Whether `text` encodes to UTF-8 (names from undecodable bytes carry surrogates)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _os_skip(rel: str, exc: OSError) -> Skipped:
     reason = SkipReason.UNREADABLE if isinstance(exc, PermissionError) else SkipReason.ERROR
     return Skipped(rel, reason, exc.strerror or str(exc))
@@ -180,7 +169,7 @@ class Scanner:
                     for entry in it:
                         name = entry.name
                         path = rel + name
-                        if not name.isascii() and not _storable(name):
+                        if not name.isascii() and not storable(name):
                             skipped.append(_not_utf8(path))
                             continue
                         try:
@@ -245,7 +234,7 @@ class Scanner:
         rel = self.relative(path)
         if not rel:
             return None
-        if not _storable(rel):
+        if not storable(rel):
             return _not_utf8(rel)
         head, _, name = rel.rpartition("/")
         if head:

@@ -5,16 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from directory.deps import ChallengeDep, NodeDep
-from peerfind.api import ErrorResponse, HealthResponse
+from peerfind.api import HealthResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get(
-    "/health",
-    response_model=HealthResponse,
-    responses={400: {"model": ErrorResponse}},
-)
+@router.get("/health", response_model=HealthResponse)
 async def health(node: NodeDep, challenge: ChallengeDep) -> HealthResponse:
     """`status` is `ok`, or `degraded` when the index is stale or transfer is down.
     With an identity challenge, the answer carries this peer's `proof`."""
